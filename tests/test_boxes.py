@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import torch
+import torchvision
+from pycocotools import mask as mask_utils
+
+from course.boxes import as_boxes, box_area, box_iou, box_iou_loop, masks_to_boxes
+
+
+def random_boxes(rng, n, size=50.0):
+    xy = rng.uniform(0, size, (n, 2))
+    wh = rng.uniform(0, size / 2, (n, 2))
+    return np.concatenate([xy, xy + wh], axis=1)
+
+
+def xywh(boxes):
+    return torchvision.ops.box_convert(torch.as_tensor(boxes), "xyxy", "xywh").numpy()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_box_iou_equals_torchvision_and_pycocotools(seed):
+    rng = np.random.default_rng(seed)
+    a, b = random_boxes(rng, 6), random_boxes(rng, 5)
+    ours = box_iou(a, b)
+    tv = torchvision.ops.box_iou(torch.from_numpy(a), torch.from_numpy(b))
+    torch.testing.assert_close(ours, tv, rtol=0, atol=1e-12)
+    crowd = (rng.random(5) < 0.4).astype(np.uint8)
+    coco = mask_utils.iou(xywh(a), xywh(b), crowd)
+    np.testing.assert_allclose(box_iou(a, b, iscrowd=crowd).numpy(), coco, rtol=0, atol=1e-12)
+
+
+def test_box_iou_loop_agrees():
+    rng = np.random.default_rng(0)
+    a, b = random_boxes(rng, 7), random_boxes(rng, 4)
+    torch.testing.assert_close(box_iou(a, b), box_iou_loop(a, b), rtol=0, atol=1e-15)
+
+
+def test_degenerate_boxes_give_zero_not_nan():
+    a = np.array([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 2.0, 2.0]])
+    out = box_iou(a, a)
+    assert not torch.isnan(out).any()
+    assert out[0, 0] == 0 and out[1, 1] == 1
+
+
+def test_masks_to_boxes_matches_coco_tobbox():
+    rng = np.random.default_rng(1)
+    masks = np.zeros((5, 20, 30), bool)
+    for i in range(4):
+        y, x = rng.integers(0, 15), rng.integers(0, 25)
+        masks[i, y:y + rng.integers(1, 6), x:x + rng.integers(1, 6)] = True
+    rle = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    coco = mask_utils.toBbox(rle)  # (x, y, w, h), zeros for the empty fifth mask
+    ours = masks_to_boxes(masks)
+    np.testing.assert_array_equal(xywh(ours), coco)
+    assert torch.equal(ours[4], torch.zeros(4, dtype=torch.float64))
+    # the masks are filled rectangles, so the tight box covers exactly their pixels
+    assert torch.equal(box_area(ours), torch.from_numpy(masks.sum((1, 2))).double())
+    # torchvision's convention is inclusive on the far side: one pixel less
+    tv = torchvision.ops.masks_to_boxes(torch.from_numpy(masks[:4]))
+    torch.testing.assert_close(ours[:4, 2:] - 1, tv[:, 2:].double())
+
+
+def test_masks_to_boxes_of_nothing():
+    assert masks_to_boxes(np.zeros((0, 5, 5), bool)).shape == (0, 4)
+    assert masks_to_boxes(np.zeros((2, 0, 5), bool)).shape == (2, 4)
+
+
+@pytest.mark.parametrize("bad, words", [
+    (np.array([[5.0, 0.0, 1.0, 1.0]]), r"pred\[0\].*x2 < x1"),
+    (np.array([[0.0, 5.0, 1.0, 1.0]]), r"x2 < x1 or y2 < y1"),
+    (np.zeros((2, 3)), r"pred must have shape \[N, 4\]"),
+    (np.array([[0.0, np.nan, 1.0, 1.0]]), r"pred must be finite"),
+])
+def test_bad_boxes_are_named(bad, words):
+    with pytest.raises(ValueError, match=words):
+        box_iou(bad, np.zeros((1, 4)))
+
+
+def test_as_boxes_rejects_lists():
+    with pytest.raises(TypeError, match="boxes must be"):
+        as_boxes([[0, 0, 1, 1]])
