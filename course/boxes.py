@@ -125,3 +125,29 @@ def masks_to_boxes(masks: MaskLike) -> Tensor:
     boxes = torch.stack([x1, y1, x2, y2], dim=1).to(torch.float64)  # [N, 4]
     boxes[~cols.any(dim=1)] = 0.0
     return boxes
+
+
+def fpn_level(boxes: Tensor | np.ndarray, k_min: int = 2, k_max: int = 5,
+              canonical_size: float = 224.0, canonical_level: int = 4) -> Tensor:
+    """The feature-pyramid level each box pools from (equation 1 of the FPN paper).
+
+    ``k = floor(canonical_level + log2(sqrt(area) / canonical_size))``, clamped to
+    ``[k_min, k_max]``: a box of side ``canonical_size`` uses level ``canonical_level``
+    (stride ``2**k``), and each halving of the side moves one level finer. A small ``1e-6``
+    is added before the floor, as in ``torchvision.ops.poolers.LevelMapper``, so that sides
+    that are exact powers of two land on their level despite rounding in ``log2``. Empty
+    boxes go to ``k_min``.
+
+    Args:
+        boxes (Tensor[N, 4]): ``(x1, y1, x2, y2)``.
+
+    Returns:
+        Tensor[N] int64 levels (absolute: 2 means P2, not an index into a list).
+    """
+    if k_min > k_max:
+        raise ValueError(f"k_min ({k_min}) must not exceed k_max ({k_max})")
+    if not canonical_size > 0:
+        raise ValueError(f"canonical_size must be positive, got {canonical_size}")
+    side = box_area(boxes).sqrt()  # [N]
+    level = torch.floor(canonical_level + torch.log2(side / canonical_size) + 1e-6)
+    return level.clamp(k_min, k_max).to(torch.int64)

@@ -4,7 +4,7 @@ import torch
 import torchvision
 from pycocotools import mask as mask_utils
 
-from course.boxes import as_boxes, box_area, box_iou, box_iou_loop, masks_to_boxes
+from course.boxes import as_boxes, box_area, box_iou, box_iou_loop, fpn_level, masks_to_boxes
 
 
 def random_boxes(rng, n, size=50.0):
@@ -79,3 +79,24 @@ def test_bad_boxes_are_named(bad, words):
 def test_as_boxes_rejects_lists():
     with pytest.raises(TypeError, match="boxes must be"):
         as_boxes([[0, 0, 1, 1]])
+
+
+def test_fpn_level_equals_torchvision_level_mapper():
+    from torchvision.ops.poolers import LevelMapper
+
+    rng = np.random.default_rng(2)
+    sides = np.concatenate([2.0 ** np.arange(0, 11), rng.uniform(1, 1000, 200), [0.0]])
+    xy = rng.uniform(0, 100, (len(sides), 2))
+    aspect = rng.uniform(0.5, 2, len(sides))
+    wh = np.stack([sides * np.sqrt(aspect), sides / np.sqrt(aspect)], axis=1)
+    boxes = torch.from_numpy(np.concatenate([xy, xy + wh], axis=1))
+    expected = LevelMapper(k_min=2, k_max=5)([boxes]) + 2  # it returns an index from k_min
+    assert torch.equal(fpn_level(boxes), expected)
+
+
+def test_fpn_level_of_canonical_boxes():
+    boxes = torch.tensor([[0, 0, 224, 224], [0, 0, 112, 112], [0, 0, 111, 111], [0, 0, 4000, 10],
+                          [0, 0, 2000, 2000]])
+    assert fpn_level(boxes).tolist() == [4, 3, 2, 3, 5]  # 4000 x 10 has the area of 200 x 200
+    with pytest.raises(ValueError, match="k_min"):
+        fpn_level(boxes, k_min=5, k_max=3)
