@@ -9,24 +9,14 @@ masks). Each figure is the median of 5 runs; the results are checked equal first
 
 from __future__ import annotations
 
-import statistics
-import time
 from functools import partial
 
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
+from timing import median_time
 
 from course.masks import mask_iou
-
-
-def median_time(fn, repeats=5):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def encode(masks: np.ndarray):

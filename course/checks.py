@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from course import masks, matching
+from course import ap, boxes, data, fpn, losses, masks, matching, pq, roi_align
 
 _TOL = 1e-12  # what float64 arithmetic from integer counts reaches
 
@@ -299,3 +299,378 @@ def check_tp_fp_fn(fn: Callable[..., Any]) -> None:
 def check_greedy_match(fn: Callable[..., Any]) -> None:
     """``fn(iou [P, G], scores [P], threshold) -> [(pred, gt), ...]`` by COCO's greedy rule."""
     _run_checks("greedy_match", fn, [matching.greedy_match, matching.tp_fp_fn], _same_pairs)
+
+
+# Chapter 06 (losses)
+
+
+def _close_values(out: Any, case: Case, what: str) -> str | None:
+    """``out`` must be a float tensor of the stored shape, within 1e-10 of the stored values."""
+    want = torch.from_numpy(case.expected["value"])
+    got = _as_tensor(out)
+    if got is None:
+        return f"returned a {type(out).__name__}, expected a tensor of {what}"
+    if got.shape != want.shape:
+        return f"returned shape {list(got.shape)}, expected {list(want.shape)} ({what})"
+    if not got.is_floating_point():
+        return f"returned dtype {got.dtype}, expected floating-point {what}"
+    got = got.double()
+    if not bool(torch.isfinite(got).all()):
+        return "contains NaN or inf (a 0 / 0 somewhere? the smoothing eps prevents it)"
+    error = (got - want).abs()
+    wrong = error > 1e-10 + 1e-8 * want.abs()
+    close = " (all close: float32 somewhere?)" if bool((error < 1e-5).all()) else ""
+    if want.ndim == 0 and bool(wrong):
+        sign = " (and of the wrong sign)" if bool(got * want < 0) else ""
+        return f"the value is wrong{sign}{close}"
+    if bool(wrong.any()):
+        first = int(wrong.flatten().nonzero()[0])
+        return (f"{int(wrong.sum())} of {wrong.numel()} values are wrong, the first at index "
+                f"{first}{close}")
+    return None
+
+
+def _loss_functions() -> list[Callable[..., Any]]:
+    return [losses.dice_loss, losses.dice_loss_loop, losses.jaccard_loss,
+            losses.jaccard_loss_loop, losses.composite_loss, losses.dice_grad, losses.jaccard_grad]
+
+
+def check_dice_loss(fn: Callable[..., Any]) -> None:
+    """``fn(logits [N, H, W], targets [N, H, W]) -> Tensor[N]``: soft Dice loss per mask, eps 1."""
+    _run_checks("dice_loss", fn, _loss_functions(),
+                lambda out, case: _close_values(out, case, "one loss per mask"))
+
+
+def check_dice_grad_pixel(fn: Callable[..., Any]) -> None:
+    """``fn(probs [P], target [P], k) -> float``: d(soft Dice loss) / d probs[k], eps 1."""
+
+    def compare(out: Any, case: Case) -> str | None:
+        got = _as_tensor(out)
+        if got is not None and got.numel() == 1 and got.ndim > 0:
+            got = got.reshape(())
+        if got is None or got.ndim != 0:
+            shape = None if got is None else list(got.shape)
+            return f"returned {type(out).__name__} of shape {shape}, expected one number"
+        return _close_values(got, case, "one number")
+
+    _run_checks("dice_grad_pixel", fn, _loss_functions(), compare)
+
+
+def check_pick_weighting(fn: Callable[..., Any]) -> None:
+    """``fn(ratios [K], ious [K, S]) -> float or None``: the clear winner, if there is one."""
+
+    def compare(out: Any, case: Case) -> str | None:
+        want_winner = bool(case.expected["has_winner"])
+        if out is None:
+            return "returned None, but one weighting does clearly win here" if want_winner else None
+        if not want_winner:
+            return (f"returned {out!r}, but no weighting wins clearly here: give a verdict only "
+                    "where the difference exceeds the spreads")
+        try:
+            value = float(out)
+        except (TypeError, ValueError):
+            return f"returned a {type(out).__name__}, expected a ratio (a number) or None"
+        if value != float(case.expected["winner"]):
+            return f"returned {value!r}, which is not the weighting that wins clearly"
+        return None
+
+    _run_checks("pick_weighting", fn, [losses.pick_weighting], compare)
+
+
+# Chapter 07 (FPN, dilation)
+
+
+def check_receptive_field(fn: Callable[..., Any]) -> None:
+    """``fn(layers [L, 3] as (kernel, stride, dilation)) -> (size, stride)``."""
+
+    def compare(out: Any, case: Case) -> str | None:
+        try:
+            size, stride = (int(v) for v in out)
+        except (TypeError, ValueError):
+            return f"returned {type(out).__name__}, expected a pair (size, stride) of integers"
+        problems = []
+        if stride != int(case.expected["stride"]):
+            problems.append("the stride (the product of the layers' strides) is wrong")
+        want = int(case.expected["size"])
+        if size != want:
+            problems.append(f"the receptive field is too {'large' if size > want else 'small'}")
+        return "; ".join(problems) or None
+
+    _run_checks("receptive_field", fn, [fpn.receptive_field], compare)
+
+
+def check_conv_output_size(fn: Callable[..., Any]) -> None:
+    """``fn(size, kernel, stride, padding, dilation) -> int``: like ``nn.Conv2d``'s output size."""
+
+    def compare(out: Any, case: Case) -> str | None:
+        want = int(case.expected["value"])
+        if isinstance(out, torch.Tensor) and out.numel() == 1:
+            out = out.item()
+        whole = isinstance(out, int | np.integer) or (isinstance(out, float) and out.is_integer())
+        if not whole:
+            return f"returned {out!r}, expected a whole number of pixels"
+        if int(out) != want:
+            return f"returned {int(out)}: too {'large' if int(out) > want else 'small'}"
+        return None
+
+    _run_checks("conv_output_size", fn, [fpn.conv_output_size], compare)
+
+
+def check_fpn_level(fn: Callable[..., Any]) -> None:
+    """``fn(boxes [N, 4], k_min, k_max, canonical_size, canonical_level) -> Tensor[N]`` levels."""
+
+    def compare(out: Any, case: Case) -> str | None:
+        want = torch.from_numpy(case.expected["value"])
+        got = _as_tensor(out)
+        if got is None or got.shape != want.shape:
+            shape = None if got is None else list(got.shape)
+            return f"returned shape {shape}, expected {list(want.shape)} (one level per box)"
+        if got.is_floating_point() and not bool((got == got.round()).all()):
+            return "levels are whole numbers (floor the formula)"
+        wrong = got.to(torch.int64) != want
+        if bool(wrong.any()):
+            i = int(wrong.nonzero()[0])
+            return f"{int(wrong.sum())} of {len(want)} levels are wrong, the first for box {i}"
+        return None
+
+    _run_checks("fpn_level", fn, [boxes.fpn_level], compare)
+
+
+# Chapter 04 (Panoptic Quality)
+
+
+class _WithDicts:
+    """Calls the learner's ``fn`` with the stored ``[S, 3]`` segment rows as dicts.
+
+    Carries ``fn``'s ``__globals__``, so that :func:`library_disabled` still reaches the
+    notebook's namespace.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.__globals__ = getattr(fn, "__globals__", {})
+
+    def __call__(self, gt_ids: Any, gt_rows: Any, pred_ids: Any, pred_rows: Any) -> Any:
+        return self.fn(gt_ids, _segment_dict(gt_rows), pred_ids, _segment_dict(pred_rows))
+
+
+def _segment_dict(rows: torch.Tensor) -> dict[int, tuple[int, bool]]:
+    """``[S, 3]`` rows (id, category_id, iscrowd) -> ``{id: (category_id, iscrowd)}``."""
+    return {int(i): (int(c), bool(k)) for i, c, k in rows.reshape(-1, 3).tolist()}
+
+
+def _pq_rows(out: Any) -> dict[int, list[float]] | str:
+    if hasattr(out, "as_dict"):
+        out = out.as_dict()
+    if not isinstance(out, dict):
+        return (f"returned {type(out).__name__}, expected a dict "
+                "{category_id: (iou_sum, tp, fp, fn)}")
+    rows = {}
+    for cat, value in out.items():
+        try:
+            numbers = [float(v) for v in value]
+        except (TypeError, ValueError):
+            numbers = []
+        if len(numbers) != 4:
+            return f"category {cat}: expected four numbers (iou_sum, tp, fp, fn)"
+        if any(v != int(v) for v in numbers[1:]):
+            return f"category {cat}: tp, fp and fn are whole numbers"
+        rows[int(cat)] = numbers
+    return rows
+
+
+def _same_pq_counts(out: Any, case: Case) -> str | None:
+    rows = _pq_rows(out)
+    if isinstance(rows, str):
+        return rows
+    e = case.expected
+    want = {int(c): [float(i), int(t), int(p), int(n)] for c, i, t, p, n in zip(
+        e["categories"], e["iou_sum"], e["tp"], e["fp"], e["fn"], strict=True)}
+    for cat in sorted(set(rows) | set(want)):
+        got, ref = rows.get(cat, [0.0, 0, 0, 0]), want.get(cat, [0.0, 0, 0, 0])
+        if cat not in want and any(got):
+            return f"category {cat} is in neither segment list"
+        for k, name in ((1, "tp"), (2, "fp"), (3, "fn")):
+            if got[k] != ref[k]:
+                return f"category {cat}: {name} is too {'high' if got[k] > ref[k] else 'low'}"
+        if abs(got[0] - ref[0]) > 1e-9:
+            return f"category {cat}: the counts are right but iou_sum is wrong"
+    return None
+
+
+def check_pq_stats(fn: Callable[..., Any]) -> None:
+    """``fn(gt_ids [H, W], gt_segments, pred_ids [H, W], pred_segments)`` -> per-category
+    ``{category_id: (iou_sum, tp, fp, fn)}``; segments are ``{id: (category_id, iscrowd)}``
+    (the stored cases keep them as ``[S, 3]`` rows and pass them to you as dicts)."""
+    if not callable(fn):
+        raise TypeError(f"check_pq_stats expects your function, got {type(fn).__name__}")
+    _run_checks("pq_stats", _WithDicts(fn),
+                [pq.pq_stats, pq.pq_stats_loop, pq.panoptic_quality, pq.overlap_counts],
+                _same_pq_counts)
+
+
+def check_pq_from_counts(fn: Callable[..., Any]) -> None:
+    """``fn(iou_sum [K], tp [K], fp [K], fn [K]) -> (pq, sq, rq)`` averaged over the classes."""
+
+    def compare(out: Any, case: Case) -> str | None:
+        if isinstance(out, dict):
+            out = tuple(out.get(k) for k in ("pq", "sq", "rq"))
+        try:
+            got = [float(v) for v in out]
+        except (TypeError, ValueError):
+            return f"returned {type(out).__name__}, expected three numbers (pq, sq, rq)"
+        if len(got) != 3:
+            return f"returned {len(got)} numbers, expected three (pq, sq, rq)"
+        wrong = [name for name, g in zip(("pq", "sq", "rq"), got, strict=True)
+                 if not abs(g - float(case.expected[name])) <= _TOL]
+        return f"{', '.join(wrong)} wrong" if wrong else None
+
+    _run_checks("pq_from_counts", fn, [pq.pq_from_counts, pq.panoptic_quality], compare)
+
+
+# Chapter 05 (failure modes)
+
+
+def check_classify_failures(fn: Callable[..., Any]) -> None:
+    """``fn(inter [G, P], gt_area [G], pred_area [P])`` -> one label per gt segment:
+    ``"merge"``, ``"split"``, ``"match"`` or ``"miss"``."""
+
+    def compare(out: Any, case: Case) -> str | None:
+        want = [str(v) for v in case.expected["labels"].tolist()]
+        if isinstance(out, str) or not isinstance(out, Sequence):
+            return f"returned {type(out).__name__}, expected a list with one label per gt segment"
+        got = [str(v) for v in out]
+        if len(got) != len(want):
+            return f"returned {len(got)} labels for {len(want)} ground-truth segments"
+        bad = [i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g != w]
+        if bad:
+            return (f"ground-truth segment {bad[0]} is labelled {got[bad[0]]!r}, which is not "
+                    f"what happened to it ({len(bad)} of {len(want)} labels wrong)")
+        return None
+
+    _run_checks("classify_failures", fn, [pq.classify_failures], compare)
+
+
+def check_min_resolvable_size(fn: Callable[..., Any]) -> None:
+    """``fn(stride, coverage) -> int``: the smallest square side owning a cell wherever it lies."""
+
+    def compare(out: Any, case: Case) -> str | None:
+        if isinstance(out, torch.Tensor) and out.numel() == 1:
+            out = out.item()
+        whole = isinstance(out, int | np.integer) or (isinstance(out, float) and out.is_integer())
+        if not whole:
+            return f"returned {out!r}, expected a whole number of pixels"
+        want = int(case.expected["value"])
+        if int(out) != want:
+            return f"returned {int(out)}: too {'large' if int(out) > want else 'small'}"
+        return None
+
+    _run_checks("min_resolvable_size", fn, [data.min_resolvable_size], compare)
+
+
+# Chapter 08 (ROIAlign)
+
+
+def _pooled_values(out: Any, case: Case, what: str) -> str | None:
+    """Values of ROIAlign: the stored shape, no NaN, within 1e-10 of the stored values."""
+    got = _as_tensor(out)
+    if got is not None and got.is_floating_point() and bool(torch.isnan(got).any()):
+        return "contains NaN (a bin with no samples must give 0: divide by max(count, 1))"
+    return _close_values(out, case, what)
+
+
+def _roi_align_functions() -> list[Callable[..., Any]]:
+    return [roi_align.roi_align, roi_align.roi_align_reference, roi_align.roi_align_bin,
+            roi_align.multiscale_roi_align, roi_align.roi_align_matrices,
+            roi_align.interpolation_matrix]
+
+
+def check_bilinear_interpolate(fn: Callable[..., Any]) -> None:
+    """``fn(feature [..., H, W], y, x) -> Tensor[...]``: the map at (y, x), ROIAlign's borders."""
+    _run_checks("bilinear_interpolate", fn,
+                [roi_align.bilinear_interpolate, *_roi_align_functions()],
+                lambda out, case: _pooled_values(out, case, "one value per leading index"))
+
+
+def check_roi_align_bin(fn: Callable[..., Any]) -> None:
+    """``fn(feature [C, H, W], box [4], i, j, output_size, sampling_ratio) -> Tensor[C]``."""
+    _run_checks("roi_align_bin", fn, _roi_align_functions(),
+                lambda out, case: _pooled_values(out, case, "one value per channel"))
+
+
+def check_multiscale_roi_align(fn: Callable[..., Any]) -> None:
+    """``fn([p2, p3, p4, p5], boxes [K, 5], output_size) -> Tensor[K, C, P, P]``.
+
+    The four maps are stored as separate arrays; the learner's function gets them as a list.
+    """
+    if not callable(fn):
+        raise TypeError(f"check_multiscale_roi_align expects your function, got "
+                        f"{type(fn).__name__}")
+
+    def call(p2: Any, p3: Any, p4: Any, p5: Any, rois: Any, output_size: Any) -> Any:
+        return fn([p2, p3, p4, p5], rois, output_size)
+
+    targets = [roi_align.multiscale_roi_align]
+    with library_disabled(fn, targets):  # the notebook's namespace, which `call` does not see
+        _run_checks("multiscale_roi_align", call, targets,
+                    lambda out, case: _pooled_values(out, case, "[K, C, P, P], boxes in order"))
+
+
+# Chapter 03 (COCO Average Precision)
+
+
+def _same_curves(out: Any, case: Case) -> str | None:
+    """``out`` must be ``(precision, recall)``, each ``[D]``, within 1e-12 of the stored values."""
+    if not isinstance(out, Sequence) or isinstance(out, str) or len(out) != 2:
+        return f"returned {type(out).__name__}, expected a tuple (precision, recall)"
+    for name, got, want in zip(("precision", "recall"), out,
+                               (case.expected["precision"], case.expected["recall"]), strict=True):
+        got = _as_tensor(got)
+        if got is None:
+            return f"{name} is a {type(out[0]).__name__}, expected a tensor"
+        if tuple(got.shape) != want.shape:
+            return (f"{name} has shape {list(got.shape)}, expected {list(want.shape)} "
+                    "(one value after each detection of the list)")
+        if not got.is_floating_point():
+            return f"{name} has dtype {got.dtype}: divide in floating point"
+        wrong = (got.double() - torch.from_numpy(want)).abs() > _TOL
+        if bool(wrong.any()):
+            first = int(wrong.nonzero()[0])
+            return (f"{name} is wrong at {int(wrong.sum())} of {len(want)} positions, the "
+                    f"first after detection {first + 1} of the list")
+    return None
+
+
+def _same_ap(out: Any, case: Case) -> str | None:
+    """``out`` must be one number within 1e-12 of the stored AP (never revealed)."""
+    if isinstance(out, torch.Tensor | np.ndarray) and np.size(out) == 1:
+        out = float(out.reshape(-1)[0])
+    if isinstance(out, bool) or not isinstance(out, int | float | np.floating):
+        return f"returned {type(out).__name__}, expected one number"
+    got, want = float(out), float(case.expected["value"])
+    if np.isnan(got):
+        return "returned NaN (a 0 / 0 somewhere?)"
+    if not 0 <= got <= 1:
+        return f"returned {got:.4f}, but an AP lies in [0, 1]"
+    if abs(got - want) > _TOL:
+        return f"the AP is too {'high' if got > want else 'low'}"
+    return None
+
+
+def check_precision_recall(fn: Callable[..., Any]) -> None:
+    """``fn(tp [D] bool, num_gt) -> (precision [D], recall [D])`` along a ranked list."""
+    _run_checks("precision_recall", fn,
+                [ap.precision_recall, ap.average_precision, ap.ap_over_thresholds], _same_curves)
+
+
+def check_average_precision(fn: Callable[..., Any]) -> None:
+    """``fn(precision [D], recall [D]) -> float``: the envelope sampled at 101 recalls."""
+    _run_checks("average_precision", fn,
+                [ap.average_precision, ap.precision_envelope, ap.ap_over_thresholds], _same_ap)
+
+
+def check_ap_over_thresholds(fn: Callable[..., Any]) -> None:
+    """``fn(iou [D, G], scores [D]) -> float``: AP of one image and class, over 0.50:0.95."""
+    _run_checks("ap_over_thresholds", fn,
+                [ap.ap_over_thresholds, ap.average_precision, ap.precision_recall,
+                 ap.precision_envelope, ap.coco_evaluate, ap.coco_evaluate_reference], _same_ap)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -233,3 +234,497 @@ def simulate_predictions(scene: Scene, miss_rate: float = 0.15, max_shift: int =
     return Predictions(torch.stack(masks) if masks else empty,
                        torch.tensor(labels, dtype=torch.int64),
                        torch.tensor(scores, dtype=torch.float32))
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapters 06-07: batches of separated shapes of a controlled size, for small mask predictors
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ShapeBatch:
+    """Images holding a few separated shapes each, with their masks.
+
+    Attributes:
+        images (Tensor[B, 3, H, W]): float32 RGB in [0, 1].
+        masks (Tensor[B, H, W]): bool foreground of each image (the union of its shapes).
+        instances (list[Tensor[K_b, H, W]]): bool mask of each shape of image ``b``; no two
+            overlap or touch (they stay ``min_gap`` pixels apart), so the connected components
+            of ``masks[b]`` are exactly the instances.
+    """
+
+    images: Tensor
+    masks: Tensor
+    instances: list[Tensor]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def make_shape_batch(batch: int, height: int = 32, width: int = 32,
+                     sizes: tuple[float, float] = (4.0, 16.0), per_image: tuple[int, int] = (1, 1),
+                     min_gap: int = 2, min_area: int = 4, noise: float = 0.08,
+                     seed: int | None = None, generator: torch.Generator | None = None
+                     ) -> ShapeBatch:
+    """A batch of images with ``per_image`` shapes each, sizes drawn log-uniformly from ``sizes``.
+
+    Log-uniform sizes give as many shapes between 4 and 8 pixels as between 32 and 64, which is
+    what an experiment about small objects needs. Each shape lies wholly inside the image, keeps
+    ``min_gap`` pixels away from the others and covers at least ``min_area`` pixels; a shape
+    that finds no such place in 50 tries is left out (so an image may hold fewer).
+
+    Args:
+        batch: number of images ``B``.
+        height, width: image size.
+        sizes: range of shape sizes (circle diameter, square or triangle side) in pixels.
+        per_image: inclusive range of how many shapes each image gets.
+        min_gap: the smallest distance in pixels between two shapes.
+        min_area: the smallest number of pixels a shape may cover.
+        noise: standard deviation of the Gaussian pixel noise added to the whole image.
+        seed, generator: the randomness; ``generator`` wins when both are given.
+
+    Returns:
+        ShapeBatch.
+    """
+    lo, hi = sizes
+    if not 0 < lo <= hi or hi > min(height, width):
+        raise ValueError(f"sizes must satisfy 0 < low <= high <= min(height, width), got {sizes}")
+    if batch < 0 or not 0 <= per_image[0] <= per_image[1]:
+        raise ValueError(f"need batch >= 0 and 0 <= per_image[0] <= per_image[1], "
+                         f"got {batch} and {per_image}")
+    g = _generator(seed, generator)
+    images, instances = [], []
+    for _ in range(batch):
+        image = _background(height, width, g)
+        count = int(torch.randint(per_image[0], per_image[1] + 1, (), generator=g))
+        shapes: list[Tensor] = []
+        for _ in range(count):
+            mask = _place_shape(shapes, height, width, lo, hi, min_gap, min_area, g)
+            if mask is None:
+                continue
+            label = int(torch.randint(1, len(CLASSES) + 1, (), generator=g))
+            colour = (_CLASS_RGB[label - 1] + 0.12 * torch.randn(3, generator=g)).clamp(0, 1)
+            shade = 1 + 0.06 * torch.randn(height, width, generator=g)  # [H, W] texture
+            image = torch.where(mask, (colour[:, None, None] * shade).clamp(0, 1), image)
+            shapes.append(mask)
+        image = image + noise * torch.randn(3, height, width, generator=g)
+        images.append(image.clamp(0, 1).float())
+        instances.append(torch.stack(shapes) if shapes else
+                         torch.zeros(0, height, width, dtype=torch.bool))
+    images_t = (torch.stack(images) if images else torch.zeros(0, 3, height, width))
+    masks = torch.stack([m.any(0) for m in instances]) if instances else \
+        torch.zeros(0, height, width, dtype=torch.bool)
+    return ShapeBatch(images_t, masks, instances)
+
+
+def _place_shape(shapes: list[Tensor], height: int, width: int, lo: float, hi: float,
+                 min_gap: int, min_area: int, g: torch.Generator) -> Tensor | None:
+    """One shape mask inside the image, ``min_gap`` away from ``shapes``, or None after 50 tries."""
+    taken = torch.zeros(height, width, dtype=torch.bool)
+    if shapes:
+        taken = grow_masks(torch.stack(shapes).any(0)[None], min_gap)[0]
+    for _ in range(50):
+        size = math.exp(_uniform(g, math.log(lo), math.log(hi)))
+        kind = CLASSES[int(torch.randint(0, len(CLASSES), (), generator=g))]
+        half = size / 2 + 1  # keep the whole shape (and a pixel) inside the image
+        centre = (_uniform(g, half, max(half, width - half)),
+                  _uniform(g, half, max(half, height - half)))
+        mask = shape_mask(kind, centre, size, _uniform(g, 0, math.pi), height, width)
+        if int(mask.sum()) >= min_area and not bool((mask & taken).any()):
+            return mask
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapters 04-05: panoptic scenes (stuff, things, crowd and void in one id map), the two
+# failure modes of chapter 05 (merged and split segments), and objects seen through a stride
+# ---------------------------------------------------------------------------------------------
+
+STUFF_CLASSES = ("sky", "grass", "water")
+"""Stuff names of panoptic scenes; stuff id ``len(CLASSES) + k`` is ``STUFF_CLASSES[k - 1]``."""
+
+THING_IDS = tuple(range(1, len(CLASSES) + 1))
+STUFF_IDS = tuple(range(len(CLASSES) + 1, len(CLASSES) + len(STUFF_CLASSES) + 1))
+PANOPTIC_CLASSES = CLASSES + STUFF_CLASSES
+"""Names of every panoptic category; category ``k`` is ``PANOPTIC_CLASSES[k - 1]``."""
+
+_STUFF_RGB = torch.tensor([[0.62, 0.78, 0.95], [0.35, 0.62, 0.30], [0.20, 0.35, 0.60]])
+
+
+@dataclass
+class PanopticScene:
+    """One image and its panoptic ground truth, in the COCO panoptic encoding.
+
+    Attributes:
+        image (Tensor[3, H, W]): float32 RGB in [0, 1].
+        ids (Tensor[H, W]): int64 segment id of each pixel, 0 where unlabelled (void).
+        segments (dict): ``{id: (category_id, iscrowd)}``, categories from
+            :data:`PANOPTIC_CLASSES` (things :data:`THING_IDS`, stuff :data:`STUFF_IDS`).
+        background (Tensor[H, W]): int64 stuff category under every pixel, things and void
+            included (what a model that sees through objects would call the stuff there).
+    """
+
+    image: Tensor
+    ids: Tensor
+    segments: dict[int, tuple[int, bool]]
+    background: Tensor
+
+    def masks(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(masks [S, H, W] bool, categories [S], crowd [S] bool)`` in segment-id order."""
+        return segment_masks(self.ids, self.segments)
+
+
+def segment_masks(ids: Tensor, segments: dict[int, tuple[int, bool]]
+                  ) -> tuple[Tensor, Tensor, Tensor]:
+    """Split an id map into one mask per listed segment, in ascending id order.
+
+    Returns:
+        ``(masks [S, H, W] bool, categories [S] int64, crowd [S] bool)``.
+    """
+    keys = sorted(segments)
+    key_t = torch.tensor(keys, dtype=torch.int64)
+    masks = ids[None] == key_t[:, None, None]  # [S, H, W]
+    cats = torch.tensor([segments[k][0] for k in keys], dtype=torch.int64)
+    crowd = torch.tensor([bool(segments[k][1]) for k in keys], dtype=torch.bool)
+    return masks, cats, crowd
+
+
+def _stuff_layout(height: int, width: int, g: torch.Generator) -> Tensor:
+    """Sky above a wavy horizon, grass below, and sometimes a pond: Tensor[H, W] category."""
+    sky, grass, water = STUFF_IDS
+    ys = torch.arange(height, dtype=torch.float64)[:, None] + 0.5  # [H, 1]
+    xs = torch.arange(width, dtype=torch.float64)[None, :] + 0.5  # [1, W]
+    horizon = _uniform(g, 0.3, 0.5) * height
+    wave = 0.04 * height * torch.sin(xs / width * 2 * math.pi * _uniform(g, 0.5, 2.0)
+                                     + _uniform(g, 0, 2 * math.pi))  # [1, W]
+    layout = torch.where(ys < horizon + wave, sky, grass)  # [H, W]
+    if float(torch.rand((), generator=g)) < 0.5:
+        pond = shape_mask("circle", (_uniform(g, 0.2, 0.8) * width, _uniform(g, 0.7, 0.9) * height),
+                          _uniform(g, 0.2, 0.35) * width, 0.0, height, width)
+        layout = torch.where(pond, water, layout)
+    return layout.to(torch.int64)
+
+
+def _crowd_region(height: int, width: int, g: torch.Generator) -> Tensor:
+    """A tight cluster of small shapes, annotated as one crowd region: Tensor[H, W] bool."""
+    cx, cy = _uniform(g, 0.25, 0.75) * width, _uniform(g, 0.6, 0.85) * height
+    region = torch.zeros(height, width, dtype=torch.bool)
+    for _ in range(int(torch.randint(6, 11, (), generator=g))):
+        centre = (cx + _uniform(g, -0.12, 0.12) * width, cy + _uniform(g, -0.06, 0.06) * height)
+        region |= shape_mask("circle", centre, _uniform(g, 6, 10), 0.0, height, width)
+    return region
+
+
+def make_panoptic_scene(height: int = 128, width: int = 128,
+                        num_objects: tuple[int, int] = (3, 6), crowd_rate: float = 0.5,
+                        void: bool = True, seed: int | None = None,
+                        generator: torch.Generator | None = None) -> PanopticScene:
+    """A random panoptic scene: stuff (sky, grass, water), things, maybe a crowd, and void.
+
+    The things are those of :func:`make_scene`. With probability ``crowd_rate`` a cluster of
+    small circles of one thing class is annotated as a single crowd segment (``iscrowd=1``),
+    behind the things. With ``void``, a one-pixel band along the horizon and, half the time, a
+    blob nobody labelled are left void (id 0), as the boundaries of COCO's stuff often are.
+    Segment ids are 1, 2, ...: stuff first, then the crowd, then the things back to front.
+
+    Returns:
+        PanopticScene.
+    """
+    g = _generator(seed, generator)
+    things = make_scene(height, width, num_objects, generator=g)
+    background = _stuff_layout(height, width, g)
+    ids = torch.zeros(height, width, dtype=torch.int64)
+    segments: dict[int, tuple[int, bool]] = {}
+
+    def paint(mask: Tensor, category: int, crowd: bool = False) -> None:
+        if bool(mask.any()):
+            segments[len(segments) + 1] = (category, crowd)
+            ids[mask] = len(segments)
+
+    for category in STUFF_IDS:
+        paint(background == category, category)
+    crowd_mask, crowd_category = None, 0
+    if float(torch.rand((), generator=g)) < crowd_rate:
+        crowd_mask = _crowd_region(height, width, g)
+        crowd_category = int(torch.randint(1, len(CLASSES) + 1, (), generator=g))
+        paint(crowd_mask, crowd_category, True)
+    if void:
+        edge = torch.zeros(height, width, dtype=torch.bool)  # where the stuff class changes
+        edge[1:] |= background[1:] != background[:-1]
+        edge[:, 1:] |= background[:, 1:] != background[:, :-1]
+        ids[edge] = 0
+        if float(torch.rand((), generator=g)) < 0.5:
+            centre = (_uniform(g, 0, width), _uniform(g, 0, height))
+            ids[shape_mask("circle", centre, _uniform(g, 8, 16), 0.0, height, width)] = 0
+    for mask, label in zip(things.masks, things.labels.tolist(), strict=True):
+        paint(mask, label)
+    segments = {k: v for k, v in segments.items() if bool((ids == k).any())}
+    image = _STUFF_RGB[background - STUFF_IDS[0]].permute(2, 0, 1)  # [3, H, W]
+    image = (image * (1 + 0.05 * torch.randn(height, width, generator=g))).clamp(0, 1)
+    if crowd_mask is not None:
+        colour = _CLASS_RGB[crowd_category - 1][:, None, None]  # [3, 1, 1]
+        image = torch.where(crowd_mask, colour * (0.8 + 0.1 * torch.rand(height, width,
+                                                                         generator=g)), image)
+    thing_pixels = things.masks.any(0) if len(things) else torch.zeros_like(ids, dtype=torch.bool)
+    image = torch.where(thing_pixels, things.image, image).float()
+    return PanopticScene(image, ids, segments, background)
+
+
+def simulate_panoptic_prediction(scene: PanopticScene, miss_rate: float = 0.15,
+                                 max_shift: int = 2, stuff_shift: int = 3,
+                                 false_positives: tuple[int, int] = (0, 2),
+                                 crowd_detections: tuple[int, int] = (1, 3),
+                                 label_flip_rate: float = 0.05, seed: int | None = None,
+                                 generator: torch.Generator | None = None
+                                 ) -> tuple[Tensor, dict[int, tuple[int, bool]]]:
+    """A plausible panoptic prediction for ``scene``: ``(ids [H, W], {id: (category, False)})``.
+
+    Stuff is the scene's background moved down by up to ``stuff_shift`` rows and covers every
+    pixel (so nothing is predicted void). Things are :func:`simulate_predictions` of the
+    non-crowd things, painted in ascending score order (the surest on top). Inside a crowd
+    region a few individuals of its class are detected, as real detectors do.
+    """
+    g = _generator(seed, generator)
+    height, width = scene.ids.shape
+    masks, cats, crowd = scene.masks()
+    thing = torch.isin(cats, torch.tensor(THING_IDS)) & ~crowd
+    objects = Scene(scene.image, masks[thing], cats[thing])
+    pred = simulate_predictions(objects, miss_rate=miss_rate, max_shift=max_shift,
+                                false_positives=false_positives, duplicate_rate=0.0,
+                                label_flip_rate=label_flip_rate, generator=g)
+    dy = int(torch.randint(0, stuff_shift + 1, (), generator=g))
+    stuff = torch.cat([scene.background[:1].expand(dy, width), scene.background[:height - dy]])
+    ids = torch.zeros(height, width, dtype=torch.int64)
+    segments: dict[int, tuple[int, bool]] = {}
+
+    def paint(mask: Tensor, category: int) -> None:
+        if bool(mask.any()):
+            segments[len(segments) + 1] = (category, False)
+            ids[mask] = len(segments)
+
+    for category in STUFF_IDS:
+        paint(stuff == category, category)
+    for c in range(int(crowd.sum())):
+        region, category = masks[crowd][c], int(cats[crowd][c])
+        ys, xs = region.nonzero(as_tuple=True)
+        for _ in range(int(torch.randint(crowd_detections[0], crowd_detections[1] + 1, (),
+                                         generator=g))):
+            k = int(torch.randint(0, len(ys), (), generator=g))
+            centre = (float(xs[k]) + 0.5, float(ys[k]) + 0.5)
+            paint(shape_mask("circle", centre, _uniform(g, 5, 9), 0.0, height, width), category)
+    for i in torch.argsort(pred.scores, stable=True).tolist():
+        paint(pred.masks[i], int(pred.labels[i]))
+    segments = {k: v for k, v in segments.items() if bool((ids == k).any())}
+    return ids, segments
+
+
+def merge_segments(ids: Tensor, segments: dict[int, tuple[int, bool]], keep: int,
+                   absorb: int) -> tuple[Tensor, dict[int, tuple[int, bool]]]:
+    """Over-merging: segment ``absorb`` becomes part of segment ``keep``. Returns new copies."""
+    for name, sid in (("keep", keep), ("absorb", absorb)):
+        if sid not in segments:
+            raise ValueError(f"{name}={sid} is not a listed segment")
+    if keep == absorb:
+        raise ValueError("keep and absorb must be two different segments")
+    out = torch.where(ids == absorb, keep, ids)
+    return out, {k: v for k, v in segments.items() if k != absorb}
+
+
+def split_segment(ids: Tensor, segments: dict[int, tuple[int, bool]], sid: int,
+                  fraction: float = 0.5) -> tuple[Tensor, dict[int, tuple[int, bool]]]:
+    """Over-splitting: cut segment ``sid`` across into an upper and a lower part.
+
+    The upper part keeps ``sid`` and gets the first ``round(fraction * area)`` pixels in
+    row-major order (a horizontal cut, the last row shared); the lower part gets a new id,
+    one more than the largest listed. Returns new copies.
+    """
+    if sid not in segments:
+        raise ValueError(f"sid={sid} is not a listed segment")
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must lie in (0, 1), got {fraction}")
+    flat = (ids == sid).flatten()  # [HW]
+    rank = flat.cumsum(0)  # [HW] 1-based rank of each pixel of the segment in row-major order
+    upper = round(fraction * int(flat.sum()))
+    new = max(segments) + 1
+    lower = (flat & (rank > upper)).reshape(ids.shape)  # [H, W]
+    return torch.where(lower, new, ids), {**segments, new: segments[sid]}
+
+
+def people_scene(diameters: tuple[float, ...] = (24.0, 24.0), height: int = 64,
+                 width: int = 96, category: int = 1, seed: int | None = None,
+                 generator: torch.Generator | None = None) -> PanopticScene:
+    """One or two people (discs of one class) on grass under sky; two stand side by side,
+    touching: the scene of chapter 05's over-merging and over-splitting.
+
+    The ids are 1 (sky), 2 (grass), then 3 (left person) and 4 (right person). Two people touch
+    on a vertical pixel border, so equal diameters give mirror images with exactly the same
+    number of pixels.
+    """
+    if len(diameters) not in (1, 2):
+        raise ValueError(f"diameters must hold one or two sizes, got {diameters}")
+    g = _generator(seed, generator)
+    cy = _uniform(g, 0.55, 0.6) * height
+    touch = round(_uniform(g, 0.45, 0.55) * width)  # a whole number: a border between pixels
+    if len(diameters) == 1:
+        centres = [float(touch)]
+    else:
+        centres = [touch - diameters[0] / 2, touch + diameters[1] / 2]
+    background = torch.where(torch.arange(height)[:, None] < height // 3, STUFF_IDS[0],
+                             STUFF_IDS[1]).expand(height, width).clone()
+    ids = torch.where(background == STUFF_IDS[0], 1, 2)
+    segments = {1: (STUFF_IDS[0], False), 2: (STUFF_IDS[1], False)}
+    image = _STUFF_RGB[background - STUFF_IDS[0]].permute(2, 0, 1)  # [3, H, W]
+    taken = torch.zeros(height, width, dtype=torch.bool)
+    for k, (cx, d) in enumerate(zip(centres, diameters, strict=True)):
+        person = shape_mask("circle", (cx, cy), d, 0.0, height, width) & ~taken
+        taken |= person
+        ids = torch.where(person, 3 + k, ids)
+        segments[3 + k] = (category, False)
+        shade = 1.0 - 0.2 * k
+        image = torch.where(person, _CLASS_RGB[category - 1][:, None, None] * shade, image)
+    return PanopticScene(image.float(), ids, segments, background)
+
+
+def _placements(size: float, stride: int, n: int, kind: str, pair: bool,
+                g: torch.Generator) -> tuple[Tensor, int]:
+    """Centres ``[n, K, 2]`` (x, y) of random placements and the side of the square image."""
+    if kind not in ("circle", "square"):
+        raise ValueError(f"kind must be 'circle' or 'square', got {kind!r}")
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride!r}")
+    if not size > 0 or n < 0:
+        raise ValueError(f"need size > 0 and n >= 0, got size {size} and n {n}")
+    reach = (size if pair else size / 2) + 1  # how far the object(s) extend from the anchor
+    cells = math.ceil(reach / stride)
+    side = stride * (2 * cells + 1)
+    # the anchor (the centre, or the point where a pair touches) is uniform over one cell
+    anchor = stride * cells + stride * torch.rand(n, 2, generator=g, dtype=torch.float64)
+    if not pair:
+        return anchor[:, None], side  # [n, 1, 2]
+    if kind == "circle":
+        angle = math.pi * torch.rand(n, generator=g, dtype=torch.float64)  # [n]
+        step = torch.stack([angle.cos(), angle.sin()], dim=1)  # [n, 2]
+    else:
+        axis = torch.randint(0, 2, (n,), generator=g).double()  # [n] 0: side by side, 1: stacked
+        step = torch.stack([1 - axis, axis], dim=1)  # [n, 2]
+    half = size / 2 * step  # [n, 2]
+    return torch.stack([anchor - half, anchor + half], dim=1), side  # [n, 2, 2]
+
+
+def scale_trial_masks(size: float, stride: int, n: int, kind: str = "circle",
+                      pair: bool = False, seed: int | None = None,
+                      generator: torch.Generator | None = None) -> Tensor:
+    """``n`` placements of an object ``size`` pixels across at random sub-pixel positions.
+
+    The object's centre (for a ``pair``, the point where the two touch) is uniform over one
+    ``stride x stride`` cell of the feature grid, so every offset from the grid is equally
+    likely; the image is a whole number of cells with room around. A pair is two objects of the
+    same size touching along a random direction (circles at one point, squares along an edge).
+    Pixels are sampled at their centres (a square's edges are left out, so two squares that
+    share an edge share no pixel). :func:`scale_trials` gives the same placements as counts.
+
+    Args:
+        size: circle diameter or square side, in pixels.
+        stride: the feature stride ``s``.
+        n: number of placements.
+        kind: ``"circle"`` or ``"square"`` (axis-aligned).
+        pair: two touching objects instead of one.
+        seed, generator: the randomness; ``generator`` wins when both are given.
+
+    Returns:
+        Tensor[n, K, H, W] bool, ``K = 2`` for a pair else 1, ``H = W`` a multiple of ``s``.
+    """
+    centres, side = _placements(size, stride, n, kind, pair, _generator(seed, generator))
+    grid = torch.arange(side, dtype=torch.float64) + 0.5  # pixel centres
+    dx = grid[None, None, None, :] - centres[..., 0, None, None]  # [n, K, 1, W]
+    dy = grid[None, None, :, None] - centres[..., 1, None, None]  # [n, K, H, 1]
+    if kind == "circle":
+        masks = dx**2 + dy**2 <= (size / 2) ** 2  # [n, K, H, W]
+        if pair:  # circles that touch share a pixel only if its centre is the touching point
+            masks[:, 1] &= ~masks[:, 0]
+        return masks
+    return (dx.abs() < size / 2) & (dy.abs() < size / 2)  # [n, K, H, W]
+
+
+def scale_trials(size: float, stride: int, n: int, kind: str = "circle", pair: bool = False,
+                 seed: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """The pixels each object of :func:`scale_trial_masks` covers in each feature cell.
+
+    The same placements (for the same ``seed``), counted row by row without drawing the
+    masks: in each pixel row an object covers one run of pixels, and a run's overlap with a
+    cell's columns is a clipped difference. ``cell_counts(scale_trial_masks(...), s)`` gives
+    the same numbers (a test checks it); this is the fast way.
+
+    Returns:
+        Tensor[n, K, H / s, W / s] int64.
+    """
+    centres, side = _placements(size, stride, n, kind, pair, _generator(seed, generator))
+    # NumPy, not torch: many mid-sized integer operations, which torch's intra-op threads
+    # slow down several-fold on a busy machine.
+    c = centres.numpy()
+    dy = (np.arange(side) + 0.5)[None, None, :] - c[..., 1, None]  # [n, K, H] pixel-centre y
+    cx = c[..., 0, None]  # [n, K, 1]
+    if kind == "circle":
+        inside = np.abs(dy) <= size / 2
+        reach = np.sqrt(np.clip((size / 2) ** 2 - dy**2, 0, None))  # [n, K, H] half-width
+        first = np.ceil(cx - reach - 0.5)  # leftmost pixel x with |x + 0.5 - cx| <= reach
+        last = np.floor(cx + reach - 0.5)
+    else:
+        inside = np.abs(dy) < size / 2
+        first = np.broadcast_to(np.floor(cx - size / 2 - 0.5) + 1, dy.shape)  # edges left out
+        last = np.broadcast_to(np.ceil(cx + size / 2 - 0.5) - 1, dy.shape)
+    length = np.where(inside, last - first + 1, 0).clip(0).astype(np.int32)  # [n, K, H]
+    edges = stride * np.arange(side // stride + 1, dtype=np.int32)  # [Wc + 1] cell borders
+    # pixels of the run [first, last] left of each border: clamp(border - first, 0, length)
+    left_of = np.clip(edges - first.astype(np.int32)[..., None], 0, None)  # [n, K, H, Wc + 1]
+    left_of = np.minimum(left_of, length[..., None])
+    blocks = left_of.reshape(n, -1, side // stride, stride, side // stride + 1)  # rows by cell
+    per_cell_row = blocks.sum(axis=3, dtype=np.int64)  # [n, K, Hc, Wc + 1]
+    return torch.from_numpy(np.diff(per_cell_row, axis=-1))  # [n, K, Hc, Wc]
+
+
+def cell_counts(masks: Tensor, stride: int) -> Tensor:
+    """Pixels of each mask in each ``stride x stride`` cell of the feature grid.
+
+    A cell's feature is computed from its ``s x s`` pixels; we say an object **owns** the cell
+    when it covers more than half of them, ``2 * count > s**2``. At most one object can.
+
+    Args:
+        masks (Tensor[..., H, W]): bool, H and W multiples of ``stride``.
+
+    Returns:
+        Tensor[..., H / s, W / s] int64.
+    """
+    h, w = masks.shape[-2:]
+    if h % stride or w % stride:
+        raise ValueError(f"mask sides {h} x {w} must be multiples of the stride {stride}")
+    blocks = masks.reshape(*masks.shape[:-2], h // stride, stride, w // stride, stride)
+    return blocks.sum(dim=(-3, -1), dtype=torch.int64)  # [..., H/s, W/s]
+
+
+def min_resolvable_size(stride: int, coverage: float = 0.5) -> int:
+    """The smallest whole side of an axis-aligned square that owns a feature cell wherever it is.
+
+    A square of side ``d`` owns a cell when it covers more than ``coverage`` of its
+    ``stride**2`` pixels. Along one axis, an interval of length ``d < 2 s`` placed with a grid
+    line through its middle overlaps each of the two cells by ``d / 2``, and no placement does
+    worse; so the worst case covers ``(d / 2)**2`` of a cell, and the square is resolved
+    wherever it lies exactly when ``(d / 2)**2 > coverage * s**2``, i.e. ``d > 2 s sqrt(c)``.
+    Proportional to the stride.
+
+    Args:
+        stride: the feature stride ``s >= 1``.
+        coverage: the fraction of a cell an object must cover, in (0, 1).
+
+    Returns:
+        int, the smallest whole ``d`` with ``d**2 > 4 * coverage * s**2``.
+    """
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride!r}")
+    if not 0.0 < coverage < 1.0:
+        raise ValueError(f"coverage must lie in (0, 1), got {coverage}")
+    bound = 4 * coverage * stride**2
+    d = math.isqrt(math.floor(bound))  # then step to the exact answer in integers
+    while d * d <= bound:
+        d += 1
+    return d

@@ -133,3 +133,50 @@ def draw_matches(image: Tensor | np.ndarray | None, gt_masks: Tensor | np.ndarra
         ax.set_title(title, fontsize=9)
     return ax
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapters 04-05: panoptic segmentations
+# ---------------------------------------------------------------------------------------------
+
+VOID_COLOUR = "#202020"
+
+
+def draw_panoptic(ids: Tensor | np.ndarray, segments: dict[int, tuple[int, bool]],
+                  image: Tensor | np.ndarray | None = None, ax: Axes | None = None,
+                  class_names: Sequence[str] | None = None, title: str | None = None,
+                  alpha: float = 0.6) -> Axes:
+    """A panoptic segmentation: each segment in its own colour, crowd hatched, void dark.
+
+    Args:
+        ids (Tensor[H, W]): segment id of each pixel, 0 for void.
+        segments: ``{id: (category_id, iscrowd)}``.
+        image (Tensor[3, H, W], optional): the picture underneath.
+        class_names: names of the categories, 1-based; default
+            :data:`course.data.PANOPTIC_CLASSES`.
+    """
+    from course.data import PANOPTIC_CLASSES
+
+    names = PANOPTIC_CLASSES if class_names is None else class_names
+    m = _np(ids)
+    ax = _axes(ax)
+    canvas = _image(image, m.shape).astype(float).copy()
+    for k, sid in enumerate(sorted(segments)):
+        _overlay(canvas, m == sid, PALETTE[k % len(PALETTE)], alpha)
+    canvas[m == 0] = to_rgb(VOID_COLOUR)
+    ax.imshow(canvas, interpolation="nearest")
+    for k, (sid, (cat, crowd)) in enumerate(sorted(segments.items())):
+        mask = m == sid
+        if not mask.any():
+            continue
+        ax.contour(mask.astype(float), levels=[0.5], colors=["white"], linewidths=0.8)
+        if crowd:
+            ax.contourf(mask.astype(float), levels=[0.5, 1.5], colors="none", hatches=["////"])
+        ys, xs = np.nonzero(mask)
+        i = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))  # nearest the centroid
+        label = f"{names[int(cat) - 1]}{' (crowd)' if crowd else ''}"
+        ax.text(xs[i], ys[i], label, color="white", fontsize=6, ha="center", va="center",
+                bbox={"facecolor": PALETTE[k % len(PALETTE)], "pad": 0.8, "lw": 0, "alpha": 0.8})
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax

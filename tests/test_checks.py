@@ -2,6 +2,7 @@
 only calls the library. The stored fixtures are what the fixture script makes today."""
 
 import importlib.util
+import math
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,14 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
+import course.ap
+import course.boxes
+import course.data
+import course.fpn
+import course.losses
 import course.masks
+import course.pq
+import course.roi_align
 from course import checks, matching
 from course.masks import mask_iou
 
@@ -163,6 +171,486 @@ def greedy_via_library(iou, scores, threshold):
         return []
 
 
+# --- chapters 06-07: losses, receptive fields, FPN levels ---------------------------------
+
+
+def dice_loss_ok(logits, targets):
+    p = torch.sigmoid(logits).flatten(1)
+    g = targets.flatten(1).to(p.dtype)
+    inter = (p * g).sum(1)
+    return 1 - (2 * inter + 1) / (p.sum(1) + g.sum(1) + 1)
+
+
+def dice_loss_eps_below_only(logits, targets):
+    p, g = torch.sigmoid(logits).flatten(1), targets.flatten(1).double()
+    return 1 - 2 * (p * g).sum(1) / (p.sum(1) + g.sum(1) + 1)
+
+
+def dice_loss_no_sigmoid(logits, targets):
+    return dice_loss_ok(torch.logit(logits.clamp(0.001, 0.999)), targets)
+
+
+def dice_loss_whole_batch(logits, targets):
+    one = dice_loss_ok(logits.reshape(1, -1, 1), targets.reshape(1, -1, 1))
+    return one.expand(len(logits))
+
+
+def dice_loss_float32(logits, targets):
+    return dice_loss_ok(logits.float(), targets).double()
+
+
+def dice_grad_ok(probs, target, k):
+    inter, total = (probs * target).sum(), probs.sum() + target.sum()
+    return float(-(2 * target[k] * (total + 1) - (2 * inter + 1)) / (total + 1) ** 2)
+
+
+def dice_grad_local_only(probs, target, k):
+    return float(-2 * target[k] / (probs.sum() + target.sum() + 1))
+
+
+def dice_grad_of_the_coefficient(probs, target, k):
+    return -dice_grad_ok(probs, target, k)
+
+
+def dice_grad_wrt_logit(probs, target, k):
+    return dice_grad_ok(probs, target, k) * float(probs[k] * (1 - probs[k]))
+
+
+def pick_ok(ratios, ious):
+    mean, std = ious.mean(1), ious.std(1)
+    best = int(mean.argmax())
+    for k in range(len(mean)):
+        if k != best and not mean[best] - mean[k] > std[best] + std[k]:
+            return None
+    return float(ratios[best])
+
+
+def pick_best_mean(ratios, ious):
+    return float(ratios[int(ious.mean(1).argmax())])
+
+
+def pick_population_std(ratios, ious):
+    mean, std = ious.mean(1), ious.std(1, unbiased=False)
+    best = int(mean.argmax())
+    ok = all(mean[best] - mean[k] > std[best] + std[k] for k in range(len(mean)) if k != best)
+    return float(ratios[best]) if ok else None
+
+
+def pick_runner_up_only(ratios, ious):
+    mean, std = ious.mean(1), ious.std(1)
+    order = mean.argsort(descending=True)
+    if len(order) == 1:
+        return float(ratios[0])
+    a, b = int(order[0]), int(order[1])
+    return float(ratios[a]) if mean[a] - mean[b] > std[a] + std[b] else None
+
+
+def rf_ok(layers):
+    size, jump = 1, 1
+    for kernel, stride, dilation in layers.tolist():
+        size += dilation * (kernel - 1) * jump
+        jump *= stride
+    return size, jump
+
+
+def rf_no_dilation(layers):
+    return rf_ok(torch.cat([layers[:, :2], torch.ones_like(layers[:, :1])], 1))
+
+
+def rf_stride_first(layers):
+    size, jump = 1, 1
+    for kernel, stride, dilation in layers.tolist():
+        jump *= stride
+        size += dilation * (kernel - 1) * jump
+    return size, jump
+
+
+def rf_sum_of_kernels(layers):
+    return 1 + int((layers[:, 0] - 1).sum()), int(layers[:, 1].prod())
+
+
+def out_size_ok(size, kernel, stride, padding, dilation):
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def out_size_no_dilation(size, kernel, stride, padding, dilation):
+    return out_size_ok(size, kernel, stride, padding, 1)
+
+
+def out_size_ceil(size, kernel, stride, padding, dilation):
+    return -(-(size + 2 * padding - dilation * (kernel - 1) - 1) // stride) + 1
+
+
+def out_size_one_side_padding(size, kernel, stride, padding, dilation):
+    return out_size_ok(size - padding, kernel, stride, padding, dilation)
+
+
+def level_ok(boxes, k_min, k_max, canonical_size, canonical_level):
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    k = torch.floor(canonical_level + torch.log2(area.sqrt() / canonical_size) + 1e-6)
+    return k.clamp(k_min, k_max).long()
+
+
+def level_from_width(boxes, k_min, k_max, canonical_size, canonical_level):
+    k = torch.floor(canonical_level + torch.log2((boxes[:, 2] - boxes[:, 0]) / canonical_size))
+    return k.clamp(k_min, k_max).long()
+
+
+def level_rounded(boxes, k_min, k_max, canonical_size, canonical_level):
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    k = torch.round(canonical_level + torch.log2(area.sqrt() / canonical_size))
+    return k.clamp(k_min, k_max).long()
+
+
+def level_unclamped(boxes, k_min, k_max, canonical_size, canonical_level):
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    k = torch.floor(canonical_level + torch.log2(area.sqrt() / canonical_size) + 1e-6)
+    return k.clamp(-100, 100).long()
+
+
+# --- chapters 04-05: Panoptic Quality, failure modes ---------------------------------------
+
+
+def pq_counts_ok(gt_ids, gt_segments, pred_ids, pred_segments, *, void_too=True,
+                 strict=True, summed=True, crowd_is_fn=False):
+    stats = {}
+    for c, _ in [*gt_segments.values(), *pred_segments.values()]:
+        stats.setdefault(c, [0.0, 0, 0, 0])
+    on_void = {p: int(((pred_ids == p) & (gt_ids == 0)).sum()) for p in pred_segments}
+    hit_gt, hit_pred = set(), set()
+    for g, (gc, crowd) in gt_segments.items():
+        gm = gt_ids == g
+        for p, (pc, _) in pred_segments.items():
+            if gc != pc or crowd:
+                continue
+            pm = pred_ids == p
+            inter = int((gm & pm).sum())
+            union = int(gm.sum()) + int(pm.sum()) - inter - (on_void[p] if void_too else 0)
+            if inter and (2 * inter > union if strict else 2 * inter >= union):
+                stats[gc][0] += inter / union
+                stats[gc][1] += 1
+                hit_gt.add(g)
+                hit_pred.add(p)
+    for g, (gc, crowd) in gt_segments.items():
+        if g not in hit_gt and (crowd_is_fn or not crowd):
+            stats[gc][3] += 1
+    crowd_of = {gc: g for g, (gc, crowd) in gt_segments.items() if crowd}  # the last one listed
+    for p, (pc, _) in pred_segments.items():
+        if p in hit_pred:
+            continue
+        pm = pred_ids == p
+        on_crowd = int((pm & (gt_ids == crowd_of[pc])).sum()) if pc in crowd_of else 0
+        area = int(pm.sum())
+        if summed:
+            ignored = 2 * (on_void[p] + on_crowd) > area
+        else:
+            ignored = 2 * on_void[p] > area or 2 * on_crowd > area
+        if not ignored:
+            stats[pc][2] += 1
+    return stats
+
+
+def pq_counts_plain_union(*args):
+    return pq_counts_ok(*args, void_too=False)
+
+
+def pq_counts_half_is_enough(*args):
+    return pq_counts_ok(*args, strict=False)
+
+
+def pq_counts_void_and_crowd_apart(*args):
+    return pq_counts_ok(*args, summed=False)
+
+
+def pq_counts_crowd_missed(*args):
+    return pq_counts_ok(*args, crowd_is_fn=True)
+
+
+def pq_from_counts_ok(iou_sum, tp, fp, fn):
+    keep = (tp + fp + fn) > 0
+    iou, tp, fp, fn = (x[keep].double() for x in (iou_sum, tp, fp, fn))
+    denominator = tp + fp / 2 + fn / 2
+    sq = torch.where(tp > 0, iou / tp.clamp(min=1), 0.0)
+    return (iou / denominator).mean().item(), sq.mean().item(), (tp / denominator).mean().item()
+
+
+def pq_from_mean_sq_times_mean_rq(iou_sum, tp, fp, fn):
+    _, sq, rq = pq_from_counts_ok(iou_sum, tp, fp, fn)
+    return sq * rq, sq, rq
+
+
+def pq_from_counts_all_classes(iou_sum, tp, fp, fn):
+    denominator = (tp + fp / 2 + fn / 2).double().clamp(min=0.5)
+    sq = torch.where(tp > 0, iou_sum / tp.clamp(min=1), 0.0)
+    return ((iou_sum / denominator).mean().item(), sq.mean().item(),
+            (tp / denominator).mean().item())
+
+
+def pq_from_counts_sq_over_found_classes(iou_sum, tp, fp, fn):
+    pq, _, rq = pq_from_counts_ok(iou_sum, tp, fp, fn)
+    return pq, (iou_sum[tp > 0] / tp[tp > 0]).mean().item(), rq
+
+
+def failures_ok(inter, gt_area, pred_area):
+    covers = 2 * inter > gt_area[:, None]
+    labels = []
+    for g in range(len(gt_area)):
+        merged = any(covers[g, p] and covers[:, p].sum() >= 2 for p in range(len(pred_area)))
+        pieces = sum(2 * inter[g, p] > pred_area[p] for p in range(len(pred_area)))
+        matched = any(2 * inter[g, p] > gt_area[g] + pred_area[p] - inter[g, p]
+                      for p in range(len(pred_area)))
+        labels.append("merge" if merged else "split" if pieces >= 2 else
+                      "match" if matched else "miss")
+    return labels
+
+
+def failures_iou_only(inter, gt_area, pred_area):
+    union = gt_area[:, None] + pred_area[None, :] - inter
+    return ["match" if bool(row.any()) else "miss" for row in 2 * inter > union]
+
+
+def failures_match_first(inter, gt_area, pred_area):
+    labels = failures_ok(inter, gt_area, pred_area)
+    union = gt_area[:, None] + pred_area[None, :] - inter
+    found = (2 * inter > union).any(1).tolist()
+    return ["match" if f else lab for lab, f in zip(labels, found)]
+
+
+def failures_one_piece_is_a_split(inter, gt_area, pred_area):
+    labels = failures_ok(inter, gt_area, pred_area)
+    inside = (2 * inter > pred_area[None, :]).sum(1).tolist()
+    return ["split" if lab == "miss" and k >= 1 else lab for lab, k in zip(labels, inside)]
+
+
+def min_size_ok(stride, coverage):
+    d = 1
+    while (d / 2) ** 2 <= coverage * stride**2:
+        d += 1
+    return d
+
+
+def min_size_ceil(stride, coverage):
+    return math.ceil(2 * stride * math.sqrt(coverage))
+
+
+def min_size_best_place(stride, coverage):  # the square centred in a cell, not the worst place
+    return math.floor(stride * math.sqrt(coverage)) + 1
+
+
+def min_size_sqrt2(stride, coverage):
+    return math.floor(math.sqrt(2) * stride) + 1
+
+
+# --- chapter 08 (ROIAlign) ---------------------------------------------------------------
+
+
+def bilinear_ok(feature, y, x):
+    height, width = feature.shape[-2:]
+    if y < -1 or y > height or x < -1 or x > width:
+        return torch.zeros(feature.shape[:-2], dtype=feature.dtype)
+    y, x = max(y, 0.0), max(x, 0.0)
+    y0, x0 = min(int(y), height - 1), min(int(x), width - 1)
+    y1, x1 = min(y0 + 1, height - 1), min(x0 + 1, width - 1)
+    ly = y - y0 if y0 < height - 1 else 0.0
+    lx = x - x0 if x0 < width - 1 else 0.0
+    return ((1 - ly) * (1 - lx) * feature[..., y0, x0] + (1 - ly) * lx * feature[..., y0, x1]
+            + ly * (1 - lx) * feature[..., y1, x0] + ly * lx * feature[..., y1, x1])
+
+
+def bilinear_zero_padding(feature, y, x):  # neighbours off the map read 0, no clamping
+    padded = torch.nn.functional.pad(feature, (1, 1, 1, 1))
+    y, x = y + 1, x + 1
+    if not (0 <= y <= padded.shape[-2] - 1 and 0 <= x <= padded.shape[-1] - 1):
+        return torch.zeros(feature.shape[:-2], dtype=feature.dtype)
+    y0, x0 = min(int(y), padded.shape[-2] - 2), min(int(x), padded.shape[-1] - 2)
+    ly, lx = y - y0, x - x0
+    return ((1 - ly) * (1 - lx) * padded[..., y0, x0] + (1 - ly) * lx * padded[..., y0, x0 + 1]
+            + ly * (1 - lx) * padded[..., y0 + 1, x0] + ly * lx * padded[..., y0 + 1, x0 + 1])
+
+
+def bilinear_swapped(feature, y, x):
+    return bilinear_ok(feature, x, y)
+
+
+def bilinear_strictly_inside(feature, y, x):  # no [-1, 0) or (H - 1, H] margin
+    if y < 0 or y > feature.shape[-2] - 1 or x < 0 or x > feature.shape[-1] - 1:
+        return torch.zeros(feature.shape[:-2], dtype=feature.dtype)
+    return bilinear_ok(feature, y, x)
+
+
+def bilinear_via_roi_align(feature, y, x):  # a point box: one sample at (y, x)
+    f = feature.reshape(-1, *feature.shape[-2:])[None]  # [1, C, H, W]
+    box = torch.tensor([[0, x + 0.5, y + 0.5, x + 0.5, y + 0.5]], dtype=f.dtype)
+    return course.roi_align.roi_align(f, box, 1, 1.0, 1)[0, :, 0, 0].reshape(feature.shape[:-2])
+
+
+def roi_bin_ok(feature, box, i, j, output_size, sampling_ratio, offset=0.5, inside_only=False,
+               one_grid=False):
+    x1, y1, x2, y2 = (float(v) - offset for v in box)
+    bin_h, bin_w = (y2 - y1) / output_size, (x2 - x1) / output_size
+    if sampling_ratio > 0:
+        grid_h = grid_w = sampling_ratio
+    elif one_grid:
+        grid_h = grid_w = max(math.ceil(max(y2 - y1, x2 - x1) / output_size), 0)
+    else:
+        grid_h = max(math.ceil((y2 - y1) / output_size), 0)
+        grid_w = max(math.ceil((x2 - x1) / output_size), 0)
+    height, width = feature.shape[-2:]
+    total, count = torch.zeros(feature.shape[0], dtype=feature.dtype), 0
+    for iy in range(grid_h):
+        for ix in range(grid_w):
+            y = y1 + i * bin_h + (iy + 0.5) * bin_h / grid_h
+            x = x1 + j * bin_w + (ix + 0.5) * bin_w / grid_w
+            total = total + course.roi_align.bilinear_interpolate(feature, y, x)
+            count += not inside_only or (-1 <= y <= height and -1 <= x <= width)
+    return total / max(count, 1)
+
+
+def roi_bin_no_shift(*args):
+    return roi_bin_ok(*args, offset=0.0)
+
+
+def roi_bin_mean_of_inside(*args):
+    return roi_bin_ok(*args, inside_only=True)
+
+
+def roi_bin_swapped(feature, box, i, j, output_size, sampling_ratio):
+    return roi_bin_ok(feature, box, j, i, output_size, sampling_ratio)
+
+
+def roi_bin_one_grid(*args):
+    return roi_bin_ok(*args, one_grid=True)
+
+
+def roi_bin_via_roi_align(feature, box, i, j, output_size, sampling_ratio):
+    rois = torch.cat([torch.zeros(1, dtype=box.dtype), box])[None]  # [1, 5]
+    return course.roi_align.roi_align(feature[None], rois, output_size, 1.0,
+                                      sampling_ratio)[0, :, i, j]
+
+
+def multiscale_ok(features, boxes, output_size, aligned=True, in_level_order=False):
+    level = course.boxes.fpn_level(boxes[:, 1:], 2, 5)
+    pooled, order = [], []
+    for k in range(2, 6):
+        index = torch.where(level == k)[0]
+        pooled.append(course.roi_align.roi_align(features[k - 2], boxes[index], output_size,
+                                                 1 / 2**k, 2, aligned))
+        order.append(index)
+    pooled = torch.cat(pooled)
+    return pooled if in_level_order else pooled[torch.argsort(torch.cat(order))]
+
+
+def multiscale_level_order(features, boxes, output_size):
+    return multiscale_ok(features, boxes, output_size, in_level_order=True)
+
+
+def multiscale_unaligned(features, boxes, output_size):  # torchvision's pooler's convention
+    return multiscale_ok(features, boxes, output_size, aligned=False)
+
+
+def multiscale_all_on_p2(features, boxes, output_size):
+    return course.roi_align.roi_align(features[0], boxes, output_size, 1 / 4, 2)
+
+
+# --- chapter 03: COCO Average Precision ------------------------------------------------
+
+
+def pr_ok(tp, num_gt):
+    hits = torch.cumsum(tp.long(), 0).double()
+    return hits / torch.arange(1, len(tp) + 1, dtype=torch.float64), hits / num_gt
+
+
+def pr_swapped(tp, num_gt):
+    precision, recall = pr_ok(tp, num_gt)
+    return recall, precision
+
+
+def pr_not_cumulative(tp, num_gt):  # whether this detection is a hit, not the hits so far
+    return tp.double(), tp.double() / num_gt
+
+
+def pr_recall_over_list(tp, num_gt):
+    precision, _ = pr_ok(tp, num_gt)
+    return precision, torch.cumsum(tp.long(), 0).double() / max(len(tp), 1)
+
+
+def _sampled_ap(precision, recall, points, side="left", envelope=True):
+    p, r = np.asarray(precision, dtype=float), np.asarray(recall, dtype=float)
+    if not len(p):
+        return 0.0
+    if envelope:
+        p = np.maximum.accumulate(p[::-1])[::-1]
+    first = np.searchsorted(r, points, side=side)
+    return float(np.mean([p[i] if i < len(p) else 0.0 for i in first]))
+
+
+def ap_ok(precision, recall):
+    return _sampled_ap(precision, recall, np.linspace(0, 1, 101))
+
+
+def ap_no_envelope(precision, recall):
+    return _sampled_ap(precision, recall, np.linspace(0, 1, 101), envelope=False)
+
+
+def ap_11_points(precision, recall):
+    return _sampled_ap(precision, recall, np.linspace(0, 1, 11))
+
+
+def ap_right_side(precision, recall):
+    return _sampled_ap(precision, recall, np.linspace(0, 1, 101), side="right")
+
+
+def ap_area_under_curve(precision, recall):
+    steps = np.diff(np.concatenate([[0.0], np.asarray(recall, dtype=float)]))
+    return float(np.sum(steps * np.asarray(precision, dtype=float)))
+
+
+def ap_thresholds_ok(iou, scores, thresholds=None, order=None, strict=False, reuse=False):
+    order = sorted(range(len(scores)), key=lambda i: -float(scores[i])) if order is None else order
+    aps = []
+    for t in np.linspace(0.5, 0.95, 10) if thresholds is None else thresholds:
+        taken, tp = set(), []
+        for d in order:
+            best, match = t, None
+            for g in range(iou.shape[1]):
+                good = iou[d, g] > best if strict else iou[d, g] >= best
+                if (reuse or g not in taken) and good:
+                    best, match = float(iou[d, g]), g
+            if match is not None:
+                taken.add(match)
+            tp.append(match is not None)
+        hits = np.cumsum(tp)
+        precision = hits / np.arange(1, len(tp) + 1)
+        aps.append(_sampled_ap(precision, hits / iou.shape[1], np.linspace(0, 1, 101)))
+    return float(np.mean(aps))
+
+
+def ap_thresholds_at_half_only(iou, scores):
+    return ap_thresholds_ok(iou, scores, thresholds=[0.5])
+
+
+def ap_thresholds_row_order(iou, scores):
+    return ap_thresholds_ok(iou, scores, order=range(len(scores)))
+
+
+def ap_thresholds_strict(iou, scores):
+    return ap_thresholds_ok(iou, scores, strict=True)
+
+
+def ap_thresholds_reuse_objects(iou, scores):
+    return ap_thresholds_ok(iou, scores, reuse=True)
+
+
+def ap_thresholds_via_library_steps(iou, scores):  # writes the matching, borrows the rest
+    order = torch.argsort(-scores, stable=True)
+    aps = []
+    for t in np.linspace(0.5, 0.95, 10):
+        matched = matching.greedy_match(iou, scores, t).pairs[:, 0].tolist()
+        tp = torch.tensor([int(d) in matched for d in order], dtype=torch.bool)
+        aps.append(course.ap.average_precision(*course.ap.precision_recall(tp, iou.shape[1])))
+    return float(np.mean(aps))
+
+
 CHECKERS = {
     "mask_area": (checks.check_mask_area, area_ok, [area_uint8, area_one_axis],
                   [lambda m: course.masks.mask_area(m)]),
@@ -177,6 +665,72 @@ CHECKERS = {
     "greedy_match": (checks.check_greedy_match, greedy_ok,
                      [greedy_index_order, greedy_first_above, greedy_reuses],
                      [greedy_via_library]),
+    # chapter 06
+    "dice_loss": (checks.check_dice_loss, dice_loss_ok,
+                  [dice_loss_eps_below_only, dice_loss_no_sigmoid, dice_loss_whole_batch,
+                   dice_loss_float32],
+                  [lambda z, t: course.losses.dice_loss(z, t, reduction="none"),
+                   lambda z, t: course.losses.composite_loss(z, t, 1.0, 0.0, 0.0,
+                                                             reduction="none")]),
+    "dice_grad_pixel": (checks.check_dice_grad_pixel, dice_grad_ok,
+                        [dice_grad_local_only, dice_grad_of_the_coefficient, dice_grad_wrt_logit],
+                        [lambda p, g, k: float(course.losses.dice_grad(p[None, None],
+                                                                       g[None, None])[0, 0, k])]),
+    "pick_weighting": (checks.check_pick_weighting, pick_ok,
+                       [pick_best_mean, pick_population_std, pick_runner_up_only],
+                       [lambda r, i: course.losses.pick_weighting(r, i)]),
+    # chapter 07
+    "receptive_field": (checks.check_receptive_field, rf_ok,
+                        [rf_no_dilation, rf_stride_first, rf_sum_of_kernels],
+                        [lambda layers: tuple(course.fpn.receptive_field(layers))]),
+    "conv_output_size": (checks.check_conv_output_size, out_size_ok,
+                         [out_size_no_dilation, out_size_ceil, out_size_one_side_padding],
+                         [lambda *args: course.fpn.conv_output_size(*args)]),
+    "fpn_level": (checks.check_fpn_level, level_ok,
+                  [level_from_width, level_rounded, level_unclamped],
+                  [lambda b, *params: course.boxes.fpn_level(b, *params)]),
+    # chapters 04-05
+    "pq_stats": (checks.check_pq_stats, pq_counts_ok,
+                 [pq_counts_plain_union, pq_counts_half_is_enough,
+                  pq_counts_void_and_crowd_apart, pq_counts_crowd_missed],
+                 [lambda *args: course.pq.pq_stats(*args).as_dict(),
+                  lambda *args: course.pq.pq_stats_loop(*args)]),
+    "pq_from_counts": (checks.check_pq_from_counts, pq_from_counts_ok,
+                       [pq_from_mean_sq_times_mean_rq, pq_from_counts_all_classes,
+                        pq_from_counts_sq_over_found_classes],
+                       [lambda *counts: course.pq.pq_from_counts(*counts)]),
+    "classify_failures": (checks.check_classify_failures, failures_ok,
+                          [failures_iou_only, failures_match_first,
+                           failures_one_piece_is_a_split],
+                          [lambda *args: course.pq.classify_failures(*args)]),
+    "min_resolvable_size": (checks.check_min_resolvable_size, min_size_ok,
+                            [min_size_ceil, min_size_best_place, min_size_sqrt2],
+                            [lambda s, c: course.data.min_resolvable_size(s, c)]),
+    # chapter 08
+    "bilinear_interpolate": (checks.check_bilinear_interpolate, bilinear_ok,
+                             [bilinear_zero_padding, bilinear_swapped, bilinear_strictly_inside],
+                             [lambda f, y, x: course.roi_align.bilinear_interpolate(f, y, x),
+                              bilinear_via_roi_align]),
+    "roi_align_bin": (checks.check_roi_align_bin, roi_bin_ok,
+                      [roi_bin_no_shift, roi_bin_mean_of_inside, roi_bin_swapped, roi_bin_one_grid],
+                      [lambda *args: course.roi_align.roi_align_bin(*args),
+                       roi_bin_via_roi_align]),
+    "multiscale_roi_align": (checks.check_multiscale_roi_align, multiscale_ok,
+                             [multiscale_level_order, multiscale_unaligned, multiscale_all_on_p2],
+                             [lambda f, b, s: course.roi_align.multiscale_roi_align(f, b, s)]),
+    # chapter 03
+    "precision_recall": (checks.check_precision_recall, pr_ok,
+                         [pr_swapped, pr_not_cumulative, pr_recall_over_list],
+                         [lambda tp, n: course.ap.precision_recall(tp, n)]),
+    "average_precision": (checks.check_average_precision, ap_ok,
+                          [ap_no_envelope, ap_11_points, ap_right_side, ap_area_under_curve],
+                          [lambda p, r: course.ap.average_precision(p, r),
+                           lambda p, r: ap_ok(course.ap.precision_envelope(p), r)]),
+    "ap_over_thresholds": (checks.check_ap_over_thresholds, ap_thresholds_ok,
+                           [ap_thresholds_at_half_only, ap_thresholds_row_order,
+                            ap_thresholds_strict, ap_thresholds_reuse_objects],
+                           [lambda iou, s: course.ap.ap_over_thresholds(iou, s),
+                            ap_thresholds_via_library_steps]),
 }
 
 

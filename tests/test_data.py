@@ -1,13 +1,16 @@
 import math
 
+import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from course.data import (
     CLASSES,
     Scene,
     grow_masks,
     make_scene,
+    make_shape_batch,
     shape_mask,
     shift_masks,
     simulate_predictions,
@@ -68,3 +71,167 @@ def test_an_empty_scene_is_allowed():
     scene = make_scene(seed=0, num_objects=(0, 0))
     assert isinstance(scene, Scene) and len(scene) == 0 and scene.masks.shape == (0, 128, 128)
     assert len(simulate_predictions(scene, false_positives=(0, 0))) == 0
+
+
+# --- chapters 06-07: make_shape_batch ---------------------------------------------------------
+
+
+def test_shape_batch_is_reproducible_and_separated():
+    a = make_shape_batch(12, 48, 40, sizes=(4.0, 20.0), per_image=(2, 4), min_gap=2, seed=5)
+    b = make_shape_batch(12, 48, 40, sizes=(4.0, 20.0), per_image=(2, 4), min_gap=2, seed=5)
+    assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks)
+    assert a.images.shape == (12, 3, 48, 40) and a.images.dtype == torch.float32
+    assert a.masks.shape == (12, 48, 40) and len(a) == 12
+    for mask, inst in zip(a.masks, a.instances):
+        assert 1 <= len(inst) <= 4 and torch.equal(inst.any(0), mask)
+        assert int(inst.sum(0).max()) <= 1
+        assert bool((inst.flatten(1).sum(1) >= 4).all())
+        _, count = ndimage.label(mask.numpy(), structure=np.ones((3, 3)))
+        assert count == len(inst)  # separated: the components are the instances
+
+
+def test_shape_batch_sizes_follow_the_range():
+    tiny = make_shape_batch(64, 24, 24, sizes=(2.0, 4.0), seed=0)
+    large = make_shape_batch(64, 24, 24, sizes=(10.0, 16.0), seed=0)
+    area_tiny = torch.cat([m.flatten(1).sum(1) for m in tiny.instances]).double()
+    area_large = torch.cat([m.flatten(1).sum(1) for m in large.instances]).double()
+    assert 4 <= area_tiny.min() and area_tiny.max() <= 16
+    assert area_large.min() > area_tiny.max() and area_large.max() <= 16 * 16
+    with pytest.raises(ValueError, match="sizes must satisfy"):
+        make_shape_batch(2, 24, 24, sizes=(4.0, 30.0))
+    empty = make_shape_batch(0, 8, 8, sizes=(2.0, 4.0))
+    assert empty.images.shape == (0, 3, 8, 8) and empty.masks.shape == (0, 8, 8)
+
+
+# --- chapters 04-05: panoptic scenes, merged and split segments, objects through a stride ---
+
+from course.data import (  # noqa: E402
+    PANOPTIC_CLASSES,
+    STUFF_IDS,
+    THING_IDS,
+    cell_counts,
+    make_panoptic_scene,
+    merge_segments,
+    min_resolvable_size,
+    people_scene,
+    scale_trial_masks,
+    scale_trials,
+    segment_masks,
+    simulate_panoptic_prediction,
+    split_segment,
+)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_panoptic_scene_lists_exactly_the_segments_of_its_map(seed):
+    scene = make_panoptic_scene(64, 80, seed=seed)
+    assert scene.ids.shape == (64, 80) and scene.image.shape == (3, 64, 80)
+    present = set(torch.unique(scene.ids).tolist()) - {0}
+    assert present == set(scene.segments)
+    for cat, crowd in scene.segments.values():
+        assert cat in THING_IDS + STUFF_IDS and (not crowd or cat in THING_IDS)
+    assert set(torch.unique(scene.background).tolist()) <= set(STUFF_IDS)
+    ids, segments = simulate_panoptic_prediction(scene, seed=seed + 50)
+    assert set(torch.unique(ids).tolist()) == set(segments) and 0 not in segments
+    assert all(cat in THING_IDS + STUFF_IDS and not crowd for cat, crowd in segments.values())
+    assert len(PANOPTIC_CLASSES) == len(THING_IDS + STUFF_IDS)
+
+
+def test_panoptic_scenes_have_void_and_crowd_and_repeat_from_their_seed():
+    scenes = [make_panoptic_scene(48, 48, seed=s) for s in range(12)]
+    assert all(bool((s.ids == 0).any()) for s in scenes)
+    assert any(crowd for s in scenes for _, crowd in s.segments.values())
+    assert not any(bool((make_panoptic_scene(48, 48, void=False, seed=s).ids == 0).any())
+                   for s in range(4))
+    again = make_panoptic_scene(48, 48, seed=3)
+    assert torch.equal(again.ids, scenes[3].ids) and again.segments == scenes[3].segments
+
+
+def test_segment_masks_split_the_map():
+    scene = make_panoptic_scene(32, 32, seed=1)
+    masks, cats, crowd = segment_masks(scene.ids, scene.segments)
+    assert masks.shape == (len(scene.segments), 32, 32)
+    assert torch.equal(masks.sum(0) == 0, scene.ids == 0)  # every labelled pixel once
+    assert cats.tolist() == [scene.segments[k][0] for k in sorted(scene.segments)]
+    assert crowd.tolist() == [scene.segments[k][1] for k in sorted(scene.segments)]
+
+
+def test_merge_and_split_make_new_maps_and_keep_every_pixel():
+    scene = people_scene((24.0, 24.0), seed=0)
+    before = scene.ids.clone()
+    ids, segments = merge_segments(scene.ids, scene.segments, 3, 4)
+    assert torch.equal(scene.ids, before) and 4 in scene.segments  # inputs untouched
+    assert 4 not in segments and int((ids == 3).sum()) == int((before == 3).sum() * 2)
+    ids, segments = split_segment(scene.ids, scene.segments, 3, 0.25)
+    area = int((before == 3).sum())
+    assert int((ids == 3).sum()) == round(0.25 * area) and int((ids == 5).sum()) == area - round(
+        0.25 * area)
+    assert segments[5] == segments[3] and torch.equal(scene.ids, before)
+    with pytest.raises(ValueError, match="not a listed segment"):
+        merge_segments(scene.ids, scene.segments, 3, 9)
+    with pytest.raises(ValueError, match="two different"):
+        merge_segments(scene.ids, scene.segments, 3, 3)
+    with pytest.raises(ValueError, match="fraction"):
+        split_segment(scene.ids, scene.segments, 3, 1.0)
+
+
+def test_equal_people_have_equal_areas_and_touch():
+    scene = people_scene((24.0, 24.0), seed=5)
+    a, b = scene.ids == 3, scene.ids == 4
+    assert int(a.sum()) == int(b.sum()) > 0
+    assert bool((a[:, :-1] & b[:, 1:]).any())  # side by side, with no gap
+    single = people_scene((20.0,), seed=5)
+    assert set(single.segments) == {1, 2, 3}
+    with pytest.raises(ValueError, match="one or two"):
+        people_scene((1.0, 2.0, 3.0))
+
+
+@pytest.mark.parametrize("kind", ["circle", "square"])
+@pytest.mark.parametrize("pair", [False, True])
+def test_counting_row_runs_equals_counting_the_masks(kind, pair):
+    for stride, size in ((4, 5.5), (8, 13.0), (16, 3.0), (32, 40.0)):
+        masks = scale_trial_masks(size, stride, 40, kind=kind, pair=pair, seed=stride)
+        counts = scale_trials(size, stride, 40, kind=kind, pair=pair, seed=stride)
+        assert masks.shape[:2] == (40, 2 if pair else 1)
+        assert masks.shape[-1] % stride == 0 and masks.shape[-2] == masks.shape[-1]
+        assert torch.equal(counts, cell_counts(masks, stride))
+        if pair:
+            assert not bool((masks[:, 0] & masks[:, 1]).any())
+
+
+def test_placed_objects_have_their_size_and_pairs_touch():
+    squares = scale_trial_masks(7.0, 8, 50, kind="square", seed=1)
+    assert bool((squares.flatten(1).sum(1) == 49).all())  # a 7-pixel square is 7 x 7 pixels
+    discs = scale_trial_masks(30.0, 8, 50, seed=2).flatten(1).sum(1).double()
+    assert bool(((discs - math.pi * 15**2).abs() < 0.05 * math.pi * 15**2).all())
+    pairs = scale_trial_masks(10.0, 8, 30, kind="square", pair=True, seed=3)
+    a, b = pairs[:, 0], pairs[:, 1]
+    beside = (a[:, :, :-1] & b[:, :, 1:]).flatten(1).any(1)
+    below = (a[:, :-1, :] & b[:, 1:, :]).flatten(1).any(1)
+    assert bool((beside | below).all())
+
+
+def test_cell_counts_refuses_a_grid_that_does_not_fit():
+    with pytest.raises(ValueError, match="multiples of the stride"):
+        cell_counts(torch.zeros(1, 10, 12, dtype=torch.bool), 4)
+    with pytest.raises(ValueError, match="kind"):
+        scale_trials(4.0, 4, 2, kind="triangle")
+    with pytest.raises(ValueError, match="stride"):
+        scale_trials(4.0, 0, 2)
+
+
+@pytest.mark.parametrize("stride", [1, 3, 4, 8, 16, 32])
+@pytest.mark.parametrize("coverage", [0.25, 0.5, 0.9])
+def test_min_resolvable_size_is_the_worst_case_bound(stride, coverage):
+    d = min_resolvable_size(stride, coverage)
+    assert (d / 2) ** 2 > coverage * stride**2 >= ((d - 1) / 2) ** 2
+    # pixel squares of that side own a cell wherever they are placed
+    counts = scale_trials(float(d), stride, 300, kind="square", seed=stride)
+    assert bool((counts > coverage * stride**2).flatten(1).any(1).all())
+
+
+def test_min_resolvable_size_rejects_bad_input():
+    with pytest.raises(ValueError, match="stride"):
+        min_resolvable_size(0)
+    with pytest.raises(ValueError, match="coverage"):
+        min_resolvable_size(8, 1.0)

@@ -27,3 +27,16 @@ def test_draw_instances_without_an_image():
     ax = viz.draw_instances(None, torch.zeros(2, 5, 5, dtype=torch.bool))
     assert ax.images
     plt.close("all")
+
+
+# --- chapters 04-05 ---
+
+
+def test_draw_panoptic_labels_every_segment():
+    from course.data import make_panoptic_scene
+
+    scene = make_panoptic_scene(48, 48, crowd_rate=1.0, seed=2)
+    ax = viz.draw_panoptic(scene.ids, scene.segments, scene.image, title="gt")
+    labels = [t.get_text() for t in ax.texts]
+    assert len(labels) == len(scene.segments) and any("(crowd)" in t for t in labels)
+    plt.close("all")

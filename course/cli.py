@@ -1,0 +1,71 @@
+"""The command line: ``python -m course eval --gt instances.json --results results.json``.
+
+Prints the 12 lines pycocotools' ``COCOeval.summarize()`` prints, computed by
+:func:`course.ap.coco_evaluate`; ``--per-class`` adds AP per class. On large sets a progress
+bar runs on stderr while the files are read. Bad input ends with a one-line error on stderr
+and exit status 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from course.ap import coco_evaluate
+from course.coco import load_ground_truth, load_results
+
+PROGRESS_MIN_ITEMS = 5000
+"""A progress bar is shown for loops over at least this many images or annotations."""
+
+
+def _progress(items: Sequence[Any], description: str) -> Iterable[Any]:
+    return tqdm(items, desc=description, total=len(items), file=sys.stderr, leave=False,
+                disable=len(items) < PROGRESS_MIN_ITEMS)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m course",
+                                     description="Tools of the segmentation course.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    evaluate = commands.add_parser(
+        "eval", help="COCO AP of a results file against a ground-truth file",
+        description="COCO AP / AR of detections, the same numbers pycocotools prints.")
+    evaluate.add_argument("--gt", required=True, type=Path,
+                          help="COCO instances json (images, annotations, categories)")
+    evaluate.add_argument("--results", required=True, type=Path,
+                          help="COCO results json (a list of detections)")
+    evaluate.add_argument("--iou-type", choices=("segm", "bbox"), default="segm",
+                          help="mask IoU (segm, the default) or box IoU (bbox)")
+    evaluate.add_argument("--per-class", action="store_true", help="also print AP per class")
+    return parser
+
+
+def evaluate_files(gt: Path, results: Path, iou_type: str, per_class: bool) -> str:
+    """The text ``python -m course eval`` prints for these files."""
+    truth = load_ground_truth(gt, iou_type, _progress)
+    predictions, dropped = load_results(results, truth, iou_type, _progress)
+    if dropped:
+        print(f"note: {dropped} results have a category_id that is not among the ground "
+              "truth's categories; they are not evaluated (as in pycocotools)", file=sys.stderr)
+    result = coco_evaluate(truth.images, predictions, iou_type, list(truth.categories),
+                           progress=_progress)
+    text = result.coco_summary()
+    if per_class:
+        text += "\n\n" + result.summary(truth.categories).split("\n\n", 1)[1]
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        print(evaluate_files(args.gt, args.results, args.iou_type, args.per_class))
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,750 @@
+"""ROIAlign and RoIPool: a fixed-size feature grid for each region of interest.
+
+A detector proposes boxes; its heads need the same number of features from every box, say
+7 x 7. **RoIPool** (Fast R-CNN) rounds the box to the feature grid, cuts it into bins whose
+edges are rounded again, and takes the maximum of each bin. **ROIAlign** (Mask R-CNN) rounds
+nothing: it places ``grid_h x grid_w`` sample points evenly inside each bin, reads the feature
+map at those exact positions by bilinear interpolation, and averages them.
+
+Every function here follows ``torchvision.ops.roi_align`` / ``roi_pool`` to the last detail
+(the tests compare them to 1e-10 in float64):
+
+- ``boxes`` is a ``Tensor[K, 5]`` of ``(batch index, x1, y1, x2, y2)`` or a list with one
+  ``Tensor[L, 4]`` per image, in image pixels; ``spatial_scale`` maps them onto the feature map
+  (``1 / stride``).
+- ``aligned=True`` shifts the box by half a feature pixel, so that pixel ``i`` is centred at
+  ``i + 0.5`` as in the boxes' continuous coordinates; ``aligned=False`` is the original
+  Mask R-CNN code, which also forces every box to be at least 1 x 1 feature pixels.
+- ``sampling_ratio > 0`` puts that many samples per bin side; ``<= 0`` uses
+  ``ceil(roi_size / output_size)`` per side, and a box of size <= 0 then has no samples and
+  gives 0.
+- a sample at ``y < -1`` or ``y > H`` (or the same for ``x``) reads 0 and still counts in the
+  average; between -1 and 0 it reads row 0, past ``H - 1`` the last row (the edge is replicated).
+
+Two implementations of each op: a loop that reads like the definition
+(:func:`roi_align_reference`, built from :func:`roi_align_bin` and
+:func:`bilinear_interpolate`; :func:`roi_pool_reference`) and a vectorised one that is fast
+(:func:`roi_align`, :func:`roi_pool`). The fast ROIAlign uses that bilinear sampling is
+separable: the output of one RoI and one channel is ``A_y F A_x^T``, where row ``p`` of
+``A_y [PH, H]`` holds the interpolation weights of every sample in bin row ``p``, divided by the
+number of samples. Two matrix products per RoI, on a window of the map that covers the RoI;
+plain PyTorch, so it runs on CPU and CUDA alike. Gradients flow to ``input``, not to ``boxes``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from course.boxes import fpn_level
+
+BoxesLike = Tensor | Sequence[Tensor]
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking the arguments
+# ---------------------------------------------------------------------------------------------
+
+
+def _pair(output_size: int | Sequence[int]) -> tuple[int, int]:
+    size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
+                                 for s in size):
+        raise ValueError(f"output_size must be a positive int or a pair (h, w) of them, "
+                         f"got {output_size!r}")
+    return size
+
+
+def _check_input(input: Tensor, name: str = "input") -> None:
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(input).__name__}")
+    if input.ndim != 4:
+        hint = " (for one image pass input[None])" if input.ndim == 3 else ""
+        raise ValueError(f"{name} must have shape [N, C, H, W], got {list(input.shape)}{hint}")
+    if not input.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {input.dtype}")
+    if input.shape[2] == 0 or input.shape[3] == 0:
+        raise ValueError(f"{name} has an empty feature map: shape {list(input.shape)}")
+
+
+def _check_scale(spatial_scale: float) -> None:
+    if not (isinstance(spatial_scale, int | float) and math.isfinite(spatial_scale)
+            and spatial_scale > 0):
+        raise ValueError(f"spatial_scale must be a positive number, got {spatial_scale!r}")
+
+
+def as_rois(boxes: BoxesLike, num_images: int, dtype: torch.dtype = torch.float64,
+            device: torch.device | str | None = None) -> Tensor:
+    """Validate ``boxes`` and return them as ``Tensor[K, 5]`` ``(batch index, x1, y1, x2, y2)``.
+
+    Args:
+        boxes (Tensor[K, 5] or list of Tensor[L, 4]): in the second form, list entry ``i``
+            holds the boxes of image ``i``.
+        num_images: ``N``, the batch size of the feature map the boxes index.
+
+    Raises:
+        TypeError: ``boxes`` is neither a tensor nor a list of tensors.
+        ValueError: wrong shape, a NaN or infinite coordinate, or a batch index that is not
+            an integer in ``[0, N)``.
+    """
+    if isinstance(boxes, Tensor):
+        if boxes.ndim != 2 or boxes.shape[1] != 5:
+            hint = (" (boxes without a batch index go in a list, one Tensor[L, 4] per image)"
+                    if boxes.ndim == 2 and boxes.shape[1] == 4 else "")
+            raise ValueError("boxes must have shape [K, 5] as (batch index, x1, y1, x2, y2), "
+                             f"got {list(boxes.shape)}{hint}")
+        rois = boxes.detach().to(dtype=dtype, device=device)
+    elif isinstance(boxes, list | tuple):
+        if len(boxes) > num_images:
+            raise ValueError(f"boxes has {len(boxes)} per-image tensors but input has only "
+                             f"{num_images} images")
+        parts = []
+        for i, b in enumerate(boxes):
+            if not isinstance(b, Tensor):
+                raise TypeError(f"boxes[{i}] must be a torch.Tensor, got {type(b).__name__}")
+            if b.ndim != 2 or b.shape[1] != 4:
+                raise ValueError(f"boxes[{i}] must have shape [L, 4] as (x1, y1, x2, y2), "
+                                 f"got {list(b.shape)}")
+            b = b.detach().to(dtype=dtype, device=device)
+            parts.append(torch.cat([torch.full_like(b[:, :1], i), b], dim=1))  # [L, 5]
+        rois = torch.cat(parts) if parts else torch.zeros(0, 5, dtype=dtype, device=device)
+    else:
+        raise TypeError("boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], "
+                        f"got {type(boxes).__name__}")
+    if not bool(torch.isfinite(rois).all()):
+        k = int((~torch.isfinite(rois)).any(1).nonzero()[0])
+        raise ValueError(f"boxes must be finite, found {rois[k].tolist()} in row {k}")
+    index = rois[:, 0]
+    bad = (index != index.round()) | (index < 0) | (index >= num_images)
+    if bool(bad.any()):
+        k = int(bad.nonzero()[0])
+        raise ValueError(f"boxes[{k}, 0] = {index[k].item()} is not a batch index of input "
+                         f"(an integer in [0, {num_images}))")
+    return rois
+
+
+# ---------------------------------------------------------------------------------------------
+# ROIAlign as the definition reads: one point, one bin, one RoI at a time
+# ---------------------------------------------------------------------------------------------
+
+
+def bilinear_interpolate(feature: Tensor, y: float, x: float) -> Tensor:
+    """The feature map at the real-valued position ``(y, x)``, with ROIAlign's border rules.
+
+    Pixel ``(i, j)`` holds the value at the point ``(i, j)``. A point outside
+    ``[-1, H] x [-1, W]`` reads 0. Otherwise a coordinate below 0 is moved to 0, one at or past
+    the last row / column reads that row / column, and inside, the four neighbours are mixed
+    with weights ``(1 - ly)(1 - lx)``, ``(1 - ly) lx``, ``ly (1 - lx)``, ``ly lx``, where
+    ``ly, lx`` are the fractional parts of ``y, x``.
+
+    Args:
+        feature (Tensor[..., H, W]): the map (any leading dimensions, e.g. channels).
+        y, x: the position in feature-map pixels.
+
+    Returns:
+        Tensor[...]: one value per leading index.
+    """
+    height, width = feature.shape[-2:]
+    if not (-1.0 <= y <= height and -1.0 <= x <= width):  # also catches NaN
+        return feature.new_zeros(feature.shape[:-2])
+    y, x = max(y, 0.0), max(x, 0.0)
+    y_low, x_low = int(y), int(x)
+    if y_low >= height - 1:
+        y_low = y_high = height - 1
+        y = float(y_low)
+    else:
+        y_high = y_low + 1
+    if x_low >= width - 1:
+        x_low = x_high = width - 1
+        x = float(x_low)
+    else:
+        x_high = x_low + 1
+    ly, lx = y - y_low, x - x_low
+    hy, hx = 1.0 - ly, 1.0 - lx
+    return (hy * hx * feature[..., y_low, x_low] + hy * lx * feature[..., y_low, x_high]
+            + ly * hx * feature[..., y_high, x_low] + ly * lx * feature[..., y_high, x_high])
+
+
+def _bin_geometry(start: float, end: float, bins: int, sampling_ratio: int,
+                  aligned: bool) -> tuple[float, float, int]:
+    """``(first edge, bin size, samples per bin)`` along one axis of a box in map pixels."""
+    size = end - start
+    if not aligned:
+        size = max(size, 1.0)  # the original code forces malformed boxes to 1 x 1
+    grid = sampling_ratio if sampling_ratio > 0 else max(math.ceil(size / bins), 0)
+    return start, size / bins, grid
+
+
+def roi_align_bin(feature: Tensor, box: Tensor | Sequence[float], i: int, j: int,
+                  output_size: int | Sequence[int], sampling_ratio: int = -1,
+                  aligned: bool = True) -> Tensor:
+    """One output cell of ROIAlign: the mean of bilinear samples on a grid inside bin (i, j).
+
+    The box (in feature-map pixels, ``spatial_scale`` already applied) is cut into
+    ``PH x PW`` bins of size ``bin_h x bin_w``. Bin ``(i, j)`` gets ``grid_h x grid_w``
+    samples at the centres of an even sub-grid,
+    ``y = y1 + i bin_h + (iy + 0.5) bin_h / grid_h`` (and the same for ``x``), where the grid
+    is ``sampling_ratio`` per side, or ``ceil(box side / bins)`` when ``sampling_ratio <= 0``.
+    With ``aligned=True`` the box is first moved by half a pixel, ``y1 - 0.5``.
+
+    Args:
+        feature (Tensor[C, H, W]): one image's feature map.
+        box (Tensor[4]): ``(x1, y1, x2, y2)`` in feature-map pixels.
+        i, j: the bin's row and column.
+        output_size: ``PH`` (square) or ``(PH, PW)``.
+
+    Returns:
+        Tensor[C]: 0 where the grid has no samples.
+    """
+    bins_h, bins_w = _pair(output_size)
+    offset = 0.5 if aligned else 0.0
+    x1, y1, x2, y2 = (float(v) - offset for v in box)
+    y0, bin_h, grid_h = _bin_geometry(y1, y2, bins_h, sampling_ratio, aligned)
+    x0, bin_w, grid_w = _bin_geometry(x1, x2, bins_w, sampling_ratio, aligned)
+    total = feature.new_zeros(feature.shape[:-2])
+    for iy in range(grid_h):
+        y = y0 + i * bin_h + (iy + 0.5) * bin_h / grid_h
+        for ix in range(grid_w):
+            x = x0 + j * bin_w + (ix + 0.5) * bin_w / grid_w
+            total = total + bilinear_interpolate(feature, y, x)
+    return total / max(grid_h * grid_w, 1)
+
+
+def roi_align_reference(input: Tensor, boxes: BoxesLike, output_size: int | Sequence[int],
+                        spatial_scale: float = 1.0, sampling_ratio: int = -1,
+                        aligned: bool = True) -> Tensor:
+    """:func:`roi_align` one RoI, one bin, one sample point at a time (slow; for teaching).
+
+    Differentiable with respect to ``input`` through plain indexing.
+    """
+    _check_input(input)
+    _check_scale(spatial_scale)
+    bins_h, bins_w = _pair(output_size)
+    rois = as_rois(boxes, input.shape[0], torch.float64)
+    rows = []
+    for roi in rois.tolist():
+        feature = input[int(roi[0])]  # [C, H, W]
+        box = [v * spatial_scale for v in roi[1:]]
+        cells = [roi_align_bin(feature, box, i, j, (bins_h, bins_w), sampling_ratio, aligned)
+                 for i in range(bins_h) for j in range(bins_w)]
+        rows.append(torch.stack(cells, dim=-1).reshape(-1, bins_h, bins_w))  # [C, PH, PW]
+    if not rows:
+        return input.new_zeros(0, input.shape[1], bins_h, bins_w)
+    return torch.stack(rows)  # [K, C, PH, PW]
+
+
+# ---------------------------------------------------------------------------------------------
+# ROIAlign, fast: separable interpolation matrices on a window of the map
+# ---------------------------------------------------------------------------------------------
+
+
+def interpolation_matrix(start: Tensor, bin_size: Tensor, grid: Tensor, bins: int,
+                         size: int) -> Tensor:
+    """ROIAlign along one axis as a matrix: row ``p`` averages the samples of bin ``p``.
+
+    ``A[k, p, h]`` is the total bilinear weight that the samples of bin ``p`` of RoI ``k``
+    put on map row ``h`` (a sample outside ``[-1, size]`` puts none), divided by the number of
+    samples per bin side. For one RoI and one channel, ROIAlign is then ``A_y F A_x^T``.
+
+    Args:
+        start (Tensor[K]): first bin edge of each RoI, in map pixels (offset applied).
+        bin_size (Tensor[K]): bin size of each RoI, same dtype as ``start``.
+        grid (Tensor[K]): int64 samples per bin side (0: no samples).
+        bins: bins along this axis (``PH`` or ``PW``).
+        size: the map's extent along this axis (``H`` or ``W``).
+
+    Returns:
+        Tensor[K, bins, size] in ``start``'s dtype.
+    """
+    k, dtype, device = start.shape[0], start.dtype, start.device
+    samples = max(int(grid.max()), 1) if k else 1
+    p = torch.arange(bins, dtype=dtype, device=device)  # [P]
+    s = torch.arange(samples, dtype=dtype, device=device)  # [G]
+    count = grid.clamp(min=1).to(dtype)  # [K]
+    # the kernel's order of operations: (start + p bin) + ((s + 0.5) bin) / count
+    pos = ((start[:, None, None] + p[None, :, None] * bin_size[:, None, None])
+           + ((s[None, None, :] + 0.5) * bin_size[:, None, None]) / count[:, None, None])
+    used = torch.arange(samples, device=device) < grid[:, None, None]  # [K, 1, G]
+    inside = used & (pos >= -1.0) & (pos <= size)  # [K, P, G]; False for NaN
+    pos = torch.where(inside, pos, 0.0).clamp(min=0)  # samples outside weigh 0 anyway
+    low = pos.to(torch.int64)  # truncation = floor for pos >= 0
+    edge = low >= size - 1
+    low = torch.where(edge, size - 1, low)
+    high = torch.where(edge, size - 1, low + 1)
+    frac = torch.where(edge, 0.0, pos - low)  # [K, P, G]
+    weight = inside.to(dtype) / count[:, None, None]  # [K, P, G]
+    matrix = torch.zeros(k, bins, size, dtype=dtype, device=device)
+    matrix.scatter_add_(2, low, (1.0 - frac) * weight)
+    matrix.scatter_add_(2, high, frac * weight)
+    return matrix
+
+
+def roi_align_matrices(rois: Tensor, output_size: int | Sequence[int], spatial_scale: float,
+                       sampling_ratio: int, aligned: bool, height: int,
+                       width: int) -> tuple[Tensor, Tensor]:
+    """The interpolation matrices ``A_y [K, PH, H]`` and ``A_x [K, PW, W]`` of every RoI.
+
+    Computed in ``rois``' dtype with the same operations as torchvision's kernel, so that
+    sample positions and grid sizes agree to the last bit in float32 too.
+    """
+    bins_h, bins_w = _pair(output_size)
+    offset = 0.5 if aligned else 0.0
+    x1, y1, x2, y2 = (rois[:, c] * spatial_scale - offset for c in range(1, 5))  # [K] each
+    roi_w, roi_h = x2 - x1, y2 - y1
+    if not aligned:
+        roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
+    if sampling_ratio > 0:
+        grid_h = grid_w = torch.full(roi_h.shape, sampling_ratio, device=rois.device)
+    else:
+        grid_h = torch.ceil(roi_h / bins_h).clamp(min=0).to(torch.int64)
+        grid_w = torch.ceil(roi_w / bins_w).clamp(min=0).to(torch.int64)
+    a_y = interpolation_matrix(y1, roi_h / bins_h, grid_h, bins_h, height)
+    a_x = interpolation_matrix(x1, roi_w / bins_w, grid_w, bins_w, width)
+    return a_y, a_x
+
+
+@dataclass
+class _Chunk:
+    """RoIs ``order[start:stop]`` of one image, pooled from one window of its map.
+
+    The window is rows ``y0:y1`` and columns ``x0:x1``; ``a_y`` and ``a_x`` are the RoIs'
+    interpolation matrices cut to it, ``a_x`` repeated for every bin row.
+    """
+
+    start: int
+    stop: int
+    image: int
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    a_y: Tensor  # [n PH, y1 - y0], a view
+    a_x: Tensor  # [n PH, PW, x1 - x0]
+
+
+@dataclass
+class _Plan:
+    """The live RoIs (those with a sample on the map) in the order the chunks take them."""
+
+    order: Tensor  # [L] int64 positions in the RoI list
+    chunks: list[_Chunk]
+
+
+def _support(matrix: Tensor) -> tuple[list[int], list[int]]:
+    """First and one-past-last map row with a non-zero weight, per RoI (``(size, 0)`` if none)."""
+    size = matrix.shape[2]
+    used = matrix.ne(0).any(dim=1)  # [K, size]
+    at = torch.arange(size, device=matrix.device)
+    first = torch.where(used, at, size).amin(dim=1)
+    last = torch.where(used, at + 1, 0).amax(dim=1)
+    return first.tolist(), last.tolist()
+
+
+def _group(images: list[int], y0: list[int], y1: list[int], x0: list[int], x1: list[int],
+           bins_h: int, bins_w: int, channels: int) -> list[tuple[list[int], list[int]]]:
+    """Greedy groups of RoIs (one image each) with their joint windows ``[y0, y1, x0, x1]``.
+
+    RoIs are visited by image, then by size, then along a Z-order curve, and one joins the
+    current group when the products over the joint window cost less than a group of its own,
+    which has a fixed overhead (a few calls) on top of its products.
+    """
+
+    def cost(n: int, h: int, w: int) -> int:  # multiply-adds of both products, per channel
+        return n * bins_h * w * (h + bins_w)
+
+    overhead = 2**20 // max(channels, 1)
+    most = max(2**20 // max(channels * bins_h, 1), 1)  # bounds the intermediate [n PH, w C]
+
+    def key(r: int) -> tuple[int, int, int]:
+        side = max(y1[r] - y0[r], x1[r] - x0[r])
+        return images[r], side.bit_length(), _morton(y0[r] + y1[r], x0[r] + x1[r])
+
+    live = [r for r in range(len(images)) if y1[r] > y0[r] and x1[r] > x0[r]]  # others: 0
+    groups: list[tuple[list[int], list[int]]] = []
+    for r in sorted(live, key=key):
+        box = [y0[r], y1[r], x0[r], x1[r]]
+        if groups and images[groups[-1][0][0]] == images[r]:
+            members, (a, b, c, d) = groups[-1]
+            n = len(members)
+            joint = [min(a, box[0]), max(b, box[1]), min(c, box[2]), max(d, box[3])]
+            merged = cost(n + 1, joint[1] - joint[0], joint[3] - joint[2])
+            apart = (cost(n, b - a, d - c) + cost(1, box[1] - box[0], box[3] - box[2])
+                     + overhead)
+            if merged <= apart and (n + 1) * (joint[3] - joint[2]) <= most:
+                members.append(r)
+                groups[-1] = (members, joint)
+                continue
+        groups.append(([r], box))
+    return groups
+
+
+def _plan(batch: Tensor, a_y: Tensor, a_x: Tensor, channels: int) -> _Plan:
+    """Group the RoIs into chunks that share a window of their image's map (see :func:`_group`)."""
+    bins_h, bins_w = a_y.shape[1], a_x.shape[1]
+    images = batch.tolist()
+    groups = _group(images, *_support(a_y), *_support(a_x), bins_h, bins_w, channels)
+    order = torch.tensor([r for members, _ in groups for r in members], dtype=torch.int64,
+                         device=a_y.device)
+    a_y, a_x = a_y[order], a_x[order]  # [L, PH, H], [L, PW, W] in chunk order
+    chunks, start = [], 0
+    for members, (y0, y1, x0, x1) in groups:
+        stop = start + len(members)
+        n, w = stop - start, x1 - x0
+        rows = a_y[start:stop, :, y0:y1].reshape(n * bins_h, y1 - y0)  # a view
+        cols = a_x[start:stop, None, :, x0:x1].expand(n, bins_h, bins_w, w)
+        chunks.append(_Chunk(start, stop, images[members[0]], y0, y1, x0, x1, rows,
+                             cols.reshape(n * bins_h, bins_w, w)))
+        start = stop
+    return _Plan(order, chunks)
+
+
+def _morton(y: int, x: int) -> int:
+    """Position along a Z-order curve: nearby points get nearby numbers."""
+    code = 0
+    for bit in range(max(y.bit_length(), x.bit_length())):
+        code |= ((y >> bit) & 1) << (2 * bit + 1) | ((x >> bit) & 1) << (2 * bit)
+    return code
+
+
+class _SeparableRoIAlign(torch.autograd.Function):
+    """``out[k] = A_y[k] F[b_k] A_x[k]^T`` per chunk of RoIs, forward and backward by hand.
+
+    The map is read channels-last, ``[N, H, W, C]``, so that a chunk's window of rows
+    ``y0:y1`` and columns ``x0:x1`` is a plain strided matrix ``[h, w C]`` that the matrix
+    product reads in place, with no copy. The backward is the transpose of the forward,
+    ``dF += A_y^T dOut A_x``, added in place into the window of the map's gradient (leaving it
+    to autograd through slices of ``input`` would build a full-size gradient per window).
+    """
+
+    @staticmethod
+    def forward(ctx, input: Tensor, plan: _Plan, num_rois: int, bins_h: int,
+                bins_w: int) -> Tensor:
+        n_img, channels, height, width = input.shape
+        ctx.plan, ctx.shape = plan, (n_img, height, width, channels)
+        feature = input.permute(0, 2, 3, 1).contiguous()  # [N, H, W, C]
+        cells = input.new_empty(len(plan.order), bins_h, bins_w, channels)  # [L, PH, PW, C]
+        for ch in plan.chunks:
+            h, w = ch.y1 - ch.y0, ch.x1 - ch.x0
+            window = feature[ch.image, ch.y0:ch.y1, ch.x0:ch.x1].view(h, w * channels)
+            rows = ch.a_y @ window  # [n PH, w C]
+            torch.bmm(ch.a_x, rows.view(len(rows), w, channels),
+                      out=cells[ch.start:ch.stop].view(len(rows), bins_w, channels))
+        out = input.new_zeros(num_rois, channels, bins_h, bins_w)
+        out[plan.order] = cells.permute(0, 3, 1, 2)
+        return out  # [K, C, PH, PW]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, None, None, None, None]:
+        n_img, height, width, channels = ctx.shape
+        plan = ctx.plan
+        grad = grad_out[plan.order].permute(0, 2, 3, 1).contiguous()  # [L, PH, PW, C]
+        grad_feature = grad.new_zeros(n_img, height, width, channels)  # [N, H, W, C]
+        for ch in plan.chunks:
+            h, w = ch.y1 - ch.y0, ch.x1 - ch.x0
+            rows = len(ch.a_y)  # n PH
+            g = grad[ch.start:ch.stop].view(rows, grad.shape[2], channels)  # [n PH, PW, C]
+            grad_rows = torch.bmm(ch.a_x.transpose(1, 2), g)  # [n PH, w, C]
+            window = grad_feature[ch.image, ch.y0:ch.y1, ch.x0:ch.x1].view(h, w * channels)
+            window.addmm_(ch.a_y.T, grad_rows.view(rows, w * channels))  # dF += A_y^T dRows
+        return grad_feature.permute(0, 3, 1, 2), None, None, None, None
+
+
+def roi_align(input: Tensor, boxes: BoxesLike, output_size: int | Sequence[int],
+              spatial_scale: float = 1.0, sampling_ratio: int = -1,
+              aligned: bool = True) -> Tensor:
+    """ROIAlign (Mask R-CNN): a ``PH x PW`` grid of averaged bilinear samples per box.
+
+    The same signature and results as ``torchvision.ops.roi_align`` (see the module
+    docstring for the conventions); the default here is ``aligned=True``, the corrected
+    half-pixel convention, where torchvision's default is ``False``.
+
+    Args:
+        input (Tensor[N, C, H, W]): feature maps.
+        boxes (Tensor[K, 5] or list of Tensor[L, 4]): ``(batch index, x1, y1, x2, y2)`` in
+            image pixels, or one ``(x1, y1, x2, y2)`` tensor per image.
+        output_size: ``PH`` (square) or ``(PH, PW)``.
+        spatial_scale: multiplies the box coordinates; ``1 / stride`` of the map.
+        sampling_ratio: samples per bin side; ``<= 0``: ``ceil(box side / bins)``.
+        aligned: shift the box by -0.5 map pixels.
+
+    Returns:
+        Tensor[K, C, PH, PW] in ``input``'s dtype, differentiable with respect to ``input``.
+    """
+    _check_input(input)
+    _check_scale(spatial_scale)
+    if not isinstance(sampling_ratio, int) or isinstance(sampling_ratio, bool):
+        raise TypeError(f"sampling_ratio must be an int, got {type(sampling_ratio).__name__}")
+    bins_h, bins_w = _pair(output_size)
+    n_img, channels, height, width = input.shape
+    rois = as_rois(boxes, n_img, input.dtype, input.device)
+    a_y, a_x = roi_align_matrices(rois, (bins_h, bins_w), spatial_scale, sampling_ratio,
+                                  aligned, height, width)
+    plan = _plan(rois[:, 0].to(torch.int64), a_y, a_x, channels)
+    return _SeparableRoIAlign.apply(input, plan, len(rois), bins_h, bins_w)
+
+
+class RoIAlign(nn.Module):
+    """:func:`roi_align` as a module (no parameters), for use inside a model."""
+
+    def __init__(self, output_size: int | Sequence[int], spatial_scale: float = 1.0,
+                 sampling_ratio: int = -1, aligned: bool = True) -> None:
+        super().__init__()
+        _check_scale(spatial_scale)
+        self.output_size = _pair(output_size)
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+
+    def forward(self, input: Tensor, boxes: BoxesLike) -> Tensor:
+        """``input (Tensor[N, C, H, W])``, ``boxes`` as in :func:`roi_align`."""
+        return roi_align(input, boxes, self.output_size, self.spatial_scale,
+                         self.sampling_ratio, self.aligned)
+
+    def extra_repr(self) -> str:
+        return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+                f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooling from a feature pyramid
+# ---------------------------------------------------------------------------------------------
+
+
+def multiscale_roi_align(features: Sequence[Tensor], boxes: BoxesLike,
+                         output_size: int | Sequence[int], sampling_ratio: int = 2,
+                         aligned: bool = True, strides: Sequence[int] = (4, 8, 16, 32),
+                         canonical_size: float = 224.0, canonical_level: int = 4) -> Tensor:
+    """ROIAlign from a feature pyramid: each box pools from the level its size calls for.
+
+    Box ``k`` goes to level ``course.boxes.fpn_level`` (FPN eq. 1, clamped to the pyramid's
+    levels) and is pooled by :func:`roi_align` from that level's map with
+    ``spatial_scale = 1 / stride``. Equal to ``torchvision.ops.MultiScaleRoIAlign`` with
+    ``aligned=False`` (torchvision's pooler always uses ``aligned=False``).
+
+    Args:
+        features (list of Tensor[N, C, H_l, W_l]): the maps, finest first.
+        boxes (Tensor[K, 5] or list of Tensor[L, 4]): in image pixels, ``x2 >= x1``,
+            ``y2 >= y1``.
+        strides: the stride of each map, consecutive powers of two (``2**k`` for level
+            ``k``).
+
+    Returns:
+        Tensor[K, C, PH, PW], rows in the order of ``boxes``.
+    """
+    if not isinstance(features, list | tuple) or not features:
+        raise TypeError("features must be a non-empty list of Tensor[N, C, H, W], got "
+                        f"{type(features).__name__}")
+    for i, f in enumerate(features):
+        _check_input(f, f"features[{i}]")
+        if f.shape[:2] != features[0].shape[:2] or f.dtype != features[0].dtype:
+            raise ValueError(f"features[{i}] has shape {list(f.shape)} and dtype {f.dtype}; "
+                             f"every level needs features[0]'s N, C {list(features[0].shape[:2])}"
+                             f" and dtype {features[0].dtype}")
+    levels = [int(s).bit_length() - 1 for s in strides]  # k with 2**k = stride
+    powers = [2**k for k in levels] == list(strides)
+    if (len(strides) != len(features) or not powers
+            or levels != list(range(levels[0], levels[0] + len(levels)))):
+        raise ValueError(f"strides must be consecutive powers of two, one per level of "
+                         f"features ({len(features)}), got {list(strides)}")
+    rois = as_rois(boxes, features[0].shape[0], features[0].dtype, features[0].device)
+    level = fpn_level(rois[:, 1:], levels[0], levels[-1], canonical_size, canonical_level)
+    pooled, order = [], []
+    for k, feature, stride in zip(levels, features, strides, strict=True):
+        index = (level == k).nonzero().squeeze(1).to(rois.device)  # [K_l]
+        pooled.append(roi_align(feature, rois[index], output_size, 1.0 / stride,
+                                sampling_ratio, aligned))
+        order.append(index)
+    inverse = torch.argsort(torch.cat(order))  # back to the input order
+    return torch.cat(pooled)[inverse]  # [K, C, PH, PW]
+
+
+def paste_masks(masks: Tensor, boxes: Tensor, height: int, width: int) -> Tensor:
+    """Put each ``PH x PW`` grid back into its box on an ``H x W`` image (ROIAlign reversed).
+
+    Cell ``(i, j)`` of a grid sits at the centre of bin ``(i, j)`` of its box,
+    ``(x1 + (j + 0.5) w / PW, y1 + (i + 0.5) h / PH)``. Each image pixel whose centre
+    ``(x + 0.5, y + 0.5)`` lies in the box gets the bilinear interpolation of the grid there
+    (between the outer cell centres and the box's edge, the outer cells' values); every other
+    pixel gets 0. This is how a mask head's output becomes a full-image mask.
+
+    Args:
+        masks (Tensor[K, PH, PW]): one grid per box (e.g. probabilities).
+        boxes (Tensor[K, 4]): ``(x1, y1, x2, y2)`` in image pixels.
+        height, width: the image size.
+
+    Returns:
+        Tensor[K, H, W] in ``masks``' dtype (floating point).
+    """
+    if not isinstance(masks, Tensor) or masks.ndim != 3 or not masks.is_floating_point():
+        shape = list(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
+        raise ValueError(f"masks must be a floating-point Tensor[K, PH, PW], got {shape}")
+    if not isinstance(boxes, Tensor) or boxes.shape != (len(masks), 4):
+        shape = list(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+        raise ValueError(f"boxes must have shape [{len(masks)}, 4] (one per mask), got {shape}")
+    if not bool(torch.isfinite(boxes).all()):
+        raise ValueError("boxes must be finite")
+    k = len(masks)
+    if k == 0 or height == 0 or width == 0:
+        return masks.new_zeros(k, height, width)
+    b = boxes.to(masks)
+    x1, y1, x2, y2 = (b[:, c, None] for c in range(4))  # [K, 1] each
+    px = torch.arange(width, dtype=masks.dtype, device=masks.device)[None] + 0.5  # [1, W]
+    py = torch.arange(height, dtype=masks.dtype, device=masks.device)[None] + 0.5  # [1, H]
+    tiny = torch.finfo(masks.dtype).tiny
+    gx = 2 * (px - x1) / (x2 - x1).clamp(min=tiny) - 1  # [K, W], -1 and 1 at the box edges
+    gy = 2 * (py - y1) / (y2 - y1).clamp(min=tiny) - 1  # [K, H]
+    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
+    pasted = nn.functional.grid_sample(masks[:, None], grid.clamp(-2, 2), mode="bilinear",
+                                       padding_mode="border", align_corners=False)[:, 0]
+    inside_x = (px >= x1) & (px <= x2)  # [K, W]
+    inside_y = (py >= y1) & (py <= y2)  # [K, H]
+    return torch.where(inside_y[:, :, None] & inside_x[:, None, :], pasted, 0.0)  # [K, H, W]
+
+
+# ---------------------------------------------------------------------------------------------
+# RoIPool: rounded box, rounded bins, maximum per bin
+# ---------------------------------------------------------------------------------------------
+
+
+def _round_half_away(v: Tensor) -> Tensor:
+    """C's ``round``: halves go away from zero (``torch.round`` sends them to even)."""
+    down = torch.floor(v)
+    frac = v - down  # exact
+    return torch.where((frac > 0.5) | ((frac == 0.5) & (v >= 0)), down + 1, down)
+
+
+def roi_pool_bins(rois: Tensor, output_size: int | Sequence[int], spatial_scale: float,
+                  height: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """RoIPool's quantised bins: ``[start, end)`` rows ``[K, PH]`` and columns ``[K, PW]``.
+
+    The box is rounded to whole map pixels (``round(x1 * scale)`` ... inclusive of the far
+    edge, at least 1 x 1), cut into bins of size ``side / bins`` whose edges are floored /
+    ceiled, then clipped to the map. Computed in ``rois``' dtype, as torchvision does.
+
+    Returns:
+        ``(row_start, row_end, col_start, col_end)``, int64.
+    """
+    bins_h, bins_w = _pair(output_size)
+    x1, y1, x2, y2 = (_round_half_away(rois[:, c] * spatial_scale) for c in range(1, 5))
+    roi_w = (x2 - x1 + 1).clamp(min=1)
+    roi_h = (y2 - y1 + 1).clamp(min=1)
+
+    def edges(start: Tensor, side: Tensor, bins: int, size: int) -> tuple[Tensor, Tensor]:
+        step = (side / bins)[:, None]  # [K, 1]
+        p = torch.arange(bins, dtype=side.dtype, device=side.device)[None, :]  # [1, P]
+        lo = torch.floor(p * step) + start[:, None]  # [K, P]
+        hi = torch.ceil((p + 1) * step) + start[:, None]
+        return lo.clamp(0, size).to(torch.int64), hi.clamp(0, size).to(torch.int64)
+
+    r0, r1 = edges(y1, roi_h, bins_h, height)
+    c0, c1 = edges(x1, roi_w, bins_w, width)
+    return r0, r1, c0, c1
+
+
+def roi_pool_reference(input: Tensor, boxes: BoxesLike, output_size: int | Sequence[int],
+                       spatial_scale: float = 1.0) -> Tensor:
+    """:func:`roi_pool` one RoI and one bin at a time (slow; for teaching)."""
+    _check_input(input)
+    _check_scale(spatial_scale)
+    bins_h, bins_w = _pair(output_size)
+    n_img, channels, height, width = input.shape
+    rois = as_rois(boxes, n_img, input.dtype)
+    rows = []
+    for roi, r0, r1, c0, c1 in zip(rois, *roi_pool_bins(rois, (bins_h, bins_w), spatial_scale,
+                                                        height, width), strict=True):
+        cells = []
+        for i in range(bins_h):
+            for j in range(bins_w):
+                region = input[int(roi[0]), :, r0[i]:r1[i], c0[j]:c1[j]]  # [C, h, w]
+                empty = region.shape[1] == 0 or region.shape[2] == 0
+                cells.append(input.new_zeros(channels) if empty else region.amax(dim=(1, 2)))
+        rows.append(torch.stack(cells, dim=-1).reshape(channels, bins_h, bins_w))
+    if not rows:
+        return input.new_zeros(0, channels, bins_h, bins_w)
+    return torch.stack(rows)  # [K, C, PH, PW]
+
+
+def _pool_argmax(input: Tensor, rois: Tensor, bins: tuple[Tensor, Tensor, Tensor, Tensor],
+                 budget: int = 2**24) -> Tensor:
+    """Flat index into ``input`` of each bin's maximum (the first in row-major order), or -1.
+
+    Vectorised over RoIs: each RoI's region is cut out (padded to the largest in its group),
+    the maximum is taken over each bin's columns, then over each bin's rows.
+    """
+    n_img, channels, height, width = input.shape
+    r0, r1, c0, c1 = bins
+    k, bins_h, bins_w = len(rois), r0.shape[1], c0.shape[1]
+    result = torch.full((k, channels, bins_h, bins_w), -1, dtype=torch.int64,
+                        device=input.device)
+    top, left = r0[:, 0], c0[:, 0]  # [K] region corners
+    tall, wide = (r1.amax(1) - top).clamp(min=0), (c1.amax(1) - left).clamp(min=0)
+    order = torch.argsort(tall * wide).tolist()  # similar sizes share a group
+    tall_l, wide_l = tall.tolist(), wide.tolist()
+    start = 0
+    while start < k:
+        stop, h, w = start, 0, 0
+        while stop < k:
+            r = order[stop]
+            h2, w2 = max(h, tall_l[r], 1), max(w, wide_l[r], 1)
+            if stop > start and (stop + 1 - start) * channels * h2 * w2 * bins_w > budget:
+                break
+            h, w, stop = h2, w2, stop + 1
+        idx = torch.tensor(order[start:stop], device=input.device)  # [n]
+        rows = (top[idx, None] + torch.arange(h, device=input.device)).clamp(max=height - 1)
+        cols = (left[idx, None] + torch.arange(w, device=input.device)).clamp(max=width - 1)
+        image = rois[idx, 0].to(torch.int64)
+        region = input[image[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # [n,h,w,C]
+        region = region.permute(0, 3, 1, 2)  # [n, C, h, w]
+        col_in = ((cols[:, None, :] >= c0[idx, :, None])
+                  & (cols[:, None, :] < c1[idx, :, None]))  # [n, PW, w]
+        col_in &= torch.arange(w, device=input.device) < wide[idx, None, None]  # no padding
+        masked = torch.where(col_in[:, None, None], region[:, :, :, None, :], -torch.inf)
+        best_col, arg_col = masked.max(dim=-1)  # [n, C, h, PW]
+        row_in = ((rows[:, None, :] >= r0[idx, :, None])
+                  & (rows[:, None, :] < r1[idx, :, None]))  # [n, PH, h]
+        row_in &= torch.arange(h, device=input.device) < tall[idx, None, None]
+        masked = torch.where(row_in[:, None, :, :, None], best_col[:, :, None], -torch.inf)
+        _, arg_row = masked.max(dim=3)  # [n, C, PH, PW]
+        col = arg_col.gather(2, arg_row)  # [n, C, PH, PW]: the column of the chosen row
+        y = rows.gather(1, arg_row.flatten(1)).view_as(arg_row)  # map row
+        x = cols.gather(1, col.flatten(1)).view_as(col)  # map column
+        c = torch.arange(channels, device=input.device)[None, :, None, None]
+        flat = ((image[:, None, None, None] * channels + c) * height + y) * width + x
+        empty = ((r1[idx] <= r0[idx])[:, None, :, None] | (c1[idx] <= c0[idx])[:, None, None, :])
+        result[idx] = torch.where(empty, -1, flat)
+        start = stop
+    return result
+
+
+def roi_pool(input: Tensor, boxes: BoxesLike, output_size: int | Sequence[int],
+             spatial_scale: float = 1.0) -> Tensor:
+    """RoIPool (Fast R-CNN): the maximum over each quantised bin of each box.
+
+    The same signature and results as ``torchvision.ops.roi_pool``: the box is rounded to the
+    map grid, the bins' edges are rounded again (see :func:`roi_pool_bins`), an empty bin gives
+    0. The gradient of each output goes to the position of its maximum (the first one in
+    row-major order when there are ties).
+
+    Args:
+        input (Tensor[N, C, H, W]): feature maps.
+        boxes (Tensor[K, 5] or list of Tensor[L, 4]): as in :func:`roi_align`.
+        output_size: ``PH`` or ``(PH, PW)``.
+        spatial_scale: multiplies the box coordinates.
+
+    Returns:
+        Tensor[K, C, PH, PW].
+    """
+    _check_input(input)
+    _check_scale(spatial_scale)
+    bins_h, bins_w = _pair(output_size)
+    rois = as_rois(boxes, input.shape[0], input.dtype, input.device)
+    with torch.no_grad():
+        bins = roi_pool_bins(rois, (bins_h, bins_w), spatial_scale, *input.shape[2:])
+        where = _pool_argmax(input, rois, bins)  # [K, C, PH, PW]
+    picked = input.reshape(-1).gather(0, where.clamp(min=0).reshape(-1)).view_as(where)
+    return torch.where(where >= 0, picked, 0.0)

@@ -1,0 +1,445 @@
+"""ROIAlign and RoIPool against torchvision (forward and input gradient), loop against fast,
+gradcheck, the multi-level pooler against torchvision's MultiScaleRoIAlign, and bad input."""
+
+import ast
+import itertools
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torchvision.ops import MultiScaleRoIAlign
+
+from course.roi_align import (
+    RoIAlign,
+    as_rois,
+    bilinear_interpolate,
+    multiscale_roi_align,
+    paste_masks,
+    roi_align,
+    roi_align_bin,
+    roi_align_reference,
+    roi_pool,
+    roi_pool_reference,
+)
+
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+MAPS = [(7, 9), (1, 6), (5, 1)]  # (H, W), including one row and one column
+
+
+def sweep_boxes(height, width, scale, generator):
+    """``Tensor[K, 5]`` float64 boxes of every kind, over 3 images, in image pixels.
+
+    Inside the map, exactly on its border, partly and fully outside it (beyond the -1 / H
+    limits too), zero width and/or height, tiny, larger than the map, and reversed.
+    """
+    h, w = height / scale, width / scale  # the image the map covers
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=generator, dtype=torch.float64)
+
+    def corners(x, y, bw, bh):
+        return torch.stack([x, y, x + bw, y + bh], dim=1)
+
+    n = 4
+    kinds = [
+        corners(rand(n) * w * 0.5, rand(n) * h * 0.5, rand(n) * w * 0.5, rand(n) * h * 0.5),
+        torch.tensor([[0.0, 0.0, w, h], [0.0, h / 2, w / 3, h], [w / 2, 0.0, w, h / 4]],
+                     dtype=torch.float64),  # on the border
+        corners(rand(n) * w - w / 2, rand(n) * h - h / 2, rand(n) * w + 1, rand(n) * h + 1),
+        corners(w + 2 / scale + rand(n) * w, rand(n) * h, rand(n) * w, rand(n) * h),
+        corners(rand(n) * w, -(3 / scale) - rand(n) * h, rand(n) * w, rand(n) * h / 2),
+        corners(rand(n) * w, rand(n) * h, torch.zeros(n), rand(n) * h),  # zero width
+        corners(rand(n) * w, rand(n) * h, torch.zeros(n), torch.zeros(n)),  # a point
+        corners(rand(n) * w, rand(n) * h, rand(n) * 0.5, rand(n) * 0.5),  # tiny
+        corners(-rand(n) * w, -rand(n) * h, 3 * w * (1 + rand(n)), 3 * h * (1 + rand(n))),
+        corners(rand(n) * w, rand(n) * h, -rand(n) * w / 4, -rand(n) * h / 4),  # reversed
+    ]
+    boxes = torch.cat(kinds)
+    image = torch.randint(0, 3, (len(boxes), 1), generator=generator).to(torch.float64)
+    return torch.cat([image, boxes], dim=1)
+
+
+def as_list(rois, num_images):
+    """The same boxes as a list of per-image ``Tensor[L, 4]`` (the order changes: by image)."""
+    order = torch.argsort(rois[:, 0], stable=True)
+    return [rois[rois[:, 0] == i, 1:] for i in range(num_images)], order
+
+
+def max_error(a, b):
+    return (a - b).abs().max().item() if a.numel() else 0.0
+
+
+def scaled_error(ours, theirs):
+    """Largest difference, relative to the largest magnitude where that is above 1.
+
+    Gradients sum hundreds of terms (a 5 x 1 map receives every bin of 40 boxes), so in
+    float32 their rounding grows with their size; torchvision's own float32 gradient is off
+    from the float64 one by up to 8e-6 of its largest entry on this sweep.
+    """
+    if not theirs.numel():
+        return 0.0
+    return max_error(ours, theirs) / max(1.0, theirs.abs().max().item())
+
+
+def compare_with_torchvision(ours_fn, theirs_fn, x, boxes, dtype, args):
+    """Forward and input gradient of ours and torchvision's on the same random output weights.
+
+    Returns the two errors as :func:`scaled_error` measures them.
+    """
+    x = x.to(dtype)
+    x_ours, x_theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    b = [t.to(dtype) for t in boxes] if isinstance(boxes, list) else boxes.to(dtype)
+    ours, theirs = ours_fn(x_ours, b, *args), theirs_fn(x_theirs, b, *args)
+    assert ours.shape == theirs.shape and ours.dtype == theirs.dtype == dtype
+    weights = torch.randn(ours.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    (ours * weights).sum().backward()
+    (theirs * weights).sum().backward()
+    return scaled_error(ours, theirs), scaled_error(x_ours.grad, x_theirs.grad)
+
+
+# --- ROIAlign against torchvision -------------------------------------------------------
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio", [-1, 0, 1, 2, 3])
+def test_roi_align_equals_torchvision_over_the_sweep(aligned, sampling_ratio):
+    g = torch.Generator().manual_seed(10 * sampling_ratio + aligned)
+    sizes = [*range(1, 15), (2, 5), (6, 1)]
+    for k, (size, dtype) in enumerate(itertools.product(sizes, TOL)):
+        height, width = MAPS[k % len(MAPS)]
+        scale = (1.0, 0.5, 0.25)[(height + len(str(size))) % 3]
+        x = torch.randn(3, 2, height, width, generator=g, dtype=torch.float64)
+        rois = sweep_boxes(height, width, scale, g)
+        for boxes in (rois, as_list(rois, 3)[0]):  # tensor and list forms
+            fwd, grad = compare_with_torchvision(
+                roi_align, torchvision.ops.roi_align, x, boxes, dtype,
+                (size, scale, sampling_ratio, aligned))
+            where = f"size {size}, map {height}x{width}, scale {scale}, {dtype}"
+            assert fwd <= TOL[dtype], f"forward off by {fwd:.2e} at {where}"
+            assert grad <= TOL[dtype], f"gradient off by {grad:.2e} at {where}"
+
+
+def test_roi_align_on_realistic_sizes_in_float32():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 8, 32, 40, generator=g)
+    side = torch.rand(60, 2, generator=g) * 120 + 4
+    xy = torch.rand(60, 2, generator=g) * 160 - side / 2
+    rois = torch.cat([torch.randint(0, 2, (60, 1), generator=g).float(), xy, xy + side], 1)
+    for size, sampling_ratio in ((7, 2), (14, -1), (28, 0)):
+        fwd, grad = compare_with_torchvision(roi_align, torchvision.ops.roi_align, x, rois,
+                                             torch.float32, (size, 0.25, sampling_ratio, True))
+        assert fwd <= 1e-5 and grad <= 1e-5
+
+
+def test_reference_loop_equals_fast_and_torchvision():
+    g = torch.Generator().manual_seed(4)
+    for (height, width), aligned, sampling_ratio in itertools.product(
+            [(6, 7), (1, 4)], [True, False], [-1, 2]):
+        x = torch.randn(3, 2, height, width, generator=g, dtype=torch.float64)
+        rois = sweep_boxes(height, width, 0.5, g)[::3]
+        args = ((3, 2), 0.5, sampling_ratio, aligned)
+        reference = roi_align_reference(x, rois, *args)
+        assert max_error(reference, roi_align(x, rois, *args)) <= 1e-12
+        assert max_error(reference, torchvision.ops.roi_align(x, rois, *args)) <= 1e-12
+
+
+def test_reference_loop_has_the_same_gradient():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 2, 5, 6, generator=g, dtype=torch.float64)
+    rois = sweep_boxes(5, 6, 1.0, g)[::4]
+    grads = []
+    for fn in (roi_align_reference, roi_align):
+        xi = x.clone().requires_grad_()
+        (fn(xi, rois, 2, 1.0, -1, True) ** 2).sum().backward()
+        grads.append(xi.grad)
+    assert max_error(*grads) <= 1e-12
+
+
+@pytest.mark.parametrize("aligned, sampling_ratio", [(True, -1), (True, 2), (False, 0),
+                                                     (False, 1)])
+def test_gradcheck(aligned, sampling_ratio):
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 1, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    rois = torch.tensor([[0, 0.3, 0.7, 4.2, 3.9], [1, -1.5, 2.0, 3.1, 6.5], [1, 2, 2, 2, 2],
+                         [0, 4.6, 0.1, 9.0, 1.2]], dtype=torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda t: roi_align(t, rois, (3, 2), 0.8, sampling_ratio, aligned), (x,))
+
+
+def test_roi_align_boxes_get_no_gradient():
+    x = torch.randn(1, 2, 6, 6, requires_grad=True)
+    boxes = torch.tensor([[0.0, 1.0, 1.0, 4.0, 5.0]], requires_grad=True)
+    roi_align(x, boxes, 2).sum().backward()
+    assert boxes.grad is None and x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_roi_align_of_no_boxes_is_empty_and_differentiable():
+    x = torch.randn(2, 3, 5, 5, requires_grad=True)
+    for boxes in (torch.zeros(0, 5), [torch.zeros(0, 4)], []):
+        out = roi_align(x, boxes, (4, 3))
+        assert out.shape == (0, 3, 4, 3) and out.dtype == x.dtype
+        out.sum().backward()
+        assert torch.equal(x.grad, torch.zeros_like(x))
+    no_channels = torch.zeros(1, 0, 4, 4, requires_grad=True)
+    out = roi_align(no_channels, torch.tensor([[0, 0.0, 0.0, 3.0, 3.0]] * 2), 3)
+    assert out.shape == (2, 0, 3, 3)
+    out.sum().backward()
+    assert no_channels.grad.shape == (1, 0, 4, 4)
+
+
+def test_sampling_outside_counts_as_zero_in_the_average():
+    # a box half past the bottom edge: samples beyond y = H read 0 but count
+    x = torch.ones(1, 1, 4, 4, dtype=torch.float64)
+    box = torch.tensor([[0, 0.0, 2.5, 4.0, 7.5]], dtype=torch.float64)  # rows 2..7 (aligned)
+    out = roi_align(x, box, 1, 1.0, 4, True)
+    # sample rows 2.5 - 0.5 + (i + 0.5) * 5 / 4: 2.625, 3.875 inside; 5.125, 6.375 outside
+    assert out.item() == pytest.approx(0.5)
+
+
+def test_bilinear_interpolate_follows_the_border_rules():
+    f = torch.arange(12, dtype=torch.float64).reshape(3, 4)  # f[i, j] = 4 i + j
+    assert bilinear_interpolate(f, 1.0, 2.0).item() == 6.0  # a grid point
+    assert bilinear_interpolate(f, 1.5, 2.25).item() == pytest.approx(4 * 1.5 + 2.25)  # linear
+    assert bilinear_interpolate(f, -0.5, -0.9).item() == 0.0  # clamped to (0, 0)
+    assert bilinear_interpolate(f, 2.7, 3.5).item() == 11.0  # past the last row and column
+    assert bilinear_interpolate(f, -1.01, 1.0).item() == 0.0  # outside: zero
+    assert bilinear_interpolate(f, 1.0, 4.01).item() == 0.0
+    assert bilinear_interpolate(f, float("nan"), 1.0).item() == 0.0
+    stacked = torch.stack([f, 2 * f])  # leading dimensions are carried
+    assert bilinear_interpolate(stacked, 0.5, 0.5).tolist() == [2.5, 5.0]
+
+
+def test_roi_align_bin_is_one_cell_of_the_reference():
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(1, 3, 6, 8, generator=g, dtype=torch.float64)
+    box = torch.tensor([1.3, 0.2, 6.9, 5.1], dtype=torch.float64)
+    full = roi_align(x, torch.cat([torch.zeros(1), box])[None], (3, 4), 1.0, -1, True)[0]
+    for i, j in itertools.product(range(3), range(4)):
+        cell = roi_align_bin(x[0], box, i, j, (3, 4), -1)
+        assert max_error(cell, full[:, i, j]) <= 1e-12
+
+
+def test_roi_align_module():
+    m = RoIAlign(7, spatial_scale=0.25, sampling_ratio=2)
+    x = torch.randn(1, 4, 16, 16)
+    boxes = [torch.tensor([[3.0, 5.0, 40.0, 50.0]])]
+    assert torch.equal(m(x, boxes), roi_align(x, boxes, 7, 0.25, 2, True))
+    assert "output_size=(7, 7)" in repr(m) and "aligned=True" in repr(m)
+    assert not list(m.parameters())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_roi_align_on_cuda_equals_cpu():
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 3, 9, 7, generator=g, dtype=torch.float64)
+    rois = sweep_boxes(9, 7, 0.5, g)[:, :]
+    rois[:, 0] = rois[:, 0] % 2
+    cpu = roi_align(x, rois, 5, 0.5, -1, True)
+    cuda = roi_align(x.cuda(), rois.cuda(), 5, 0.5, -1, True)
+    assert cuda.device.type == "cuda" and max_error(cpu, cuda.cpu()) <= 1e-10
+    assert max_error(cuda, torchvision.ops.roi_align(x.cuda(), rois.cuda(), 5, 0.5, -1,
+                                                     True)) <= 1e-10
+
+
+# --- RoIPool against torchvision ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_roi_pool_equals_torchvision_over_the_sweep(dtype):
+    g = torch.Generator().manual_seed(20)
+    sizes = [*range(1, 15), (2, 5)]
+    for size, (height, width) in itertools.product(sizes, MAPS):
+        scale = (1.0, 0.5, 0.25)[(height + len(str(size))) % 3]
+        x = torch.randn(3, 2, height, width, generator=g, dtype=torch.float64)
+        rois = sweep_boxes(height, width, scale, g)
+        for boxes in (rois, as_list(rois, 3)[0]):
+            fwd, grad = compare_with_torchvision(roi_pool, torchvision.ops.roi_pool, x, boxes,
+                                                 dtype, (size, scale))
+            assert fwd == 0 and grad == 0, f"size {size}, map {height}x{width}, {dtype}"
+
+
+def test_roi_pool_ties_send_the_gradient_to_the_first_maximum():
+    g = torch.Generator().manual_seed(21)
+    x = torch.randint(0, 3, (2, 3, 8, 9), generator=g).to(torch.float64)  # many ties
+    rois = sweep_boxes(8, 9, 1.0, g)
+    rois[:, 0] = rois[:, 0] % 2
+    fwd, grad = compare_with_torchvision(roi_pool, torchvision.ops.roi_pool, x, rois,
+                                         torch.float64, (3, 1.0))
+    assert fwd == 0 and grad == 0
+
+
+def test_roi_pool_rounds_halves_away_from_zero_like_c():
+    x = torch.arange(36, dtype=torch.float64).reshape(1, 1, 6, 6)
+    boxes = torch.tensor([[0, 0.5, 1.5, 2.5, 2.5], [0, -0.5, -1.5, 3.5, 4.5]],
+                         dtype=torch.float64)
+    assert torch.equal(roi_pool(x, boxes, 2), torchvision.ops.roi_pool(x, boxes, 2))
+
+
+def test_roi_pool_reference_equals_fast():
+    g = torch.Generator().manual_seed(22)
+    x = torch.randn(3, 2, 6, 7, generator=g, dtype=torch.float64)
+    rois = sweep_boxes(6, 7, 0.5, g)
+    assert torch.equal(roi_pool_reference(x, rois, (3, 2), 0.5), roi_pool(x, rois, (3, 2), 0.5))
+
+
+def test_roi_pool_of_no_boxes_is_empty():
+    assert roi_pool(torch.randn(1, 2, 4, 4), torch.zeros(0, 5), 3).shape == (0, 2, 3, 3)
+
+
+# --- Multi-level pooling against torchvision ---------------------------------------------
+
+
+def pyramid(generator, num_images=2, channels=3, size=256):
+    strides = (4, 8, 16, 32)
+    return [torch.randn(num_images, channels, size // s, size // s, generator=generator,
+                        dtype=torch.float64) for s in strides]
+
+
+def pyramid_boxes(generator, count, size=256):
+    """Boxes of every size from 4 to 724 pixels, square-ish, so that every level gets some."""
+    def rand(*shape):
+        return torch.rand(*shape, generator=generator, dtype=torch.float64)
+
+    side = 2 ** torch.linspace(2, 9.5, count, dtype=torch.float64)[:, None]  # [count, 1]
+    wh = side * torch.cat([1 + rand(count, 1) / 2, 1 - rand(count, 1) / 3], dim=1)  # [count, 2]
+    xy = rand(count, 2) * size - wh / 2
+    return torch.cat([xy, xy + wh], dim=1)
+
+
+def test_multiscale_roi_align_equals_torchvision_pooler():
+    g = torch.Generator().manual_seed(30)
+    features = pyramid(g, size=512)
+    boxes = [pyramid_boxes(g, 25, size=512), pyramid_boxes(g, 18, size=512)]
+    names = ["p2", "p3", "p4", "p5"]
+    pooler = MultiScaleRoIAlign(names, 7, 2)
+    theirs_in = [f.clone().requires_grad_() for f in features]
+    ours_in = [f.clone().requires_grad_() for f in features]
+    theirs = pooler(OrderedDict(zip(names, theirs_in)), boxes, [(512, 512)] * 2)
+    ours = multiscale_roi_align(ours_in, boxes, 7, sampling_ratio=2, aligned=False)
+    assert ours.shape == theirs.shape == (43, 3, 7, 7)
+    assert max_error(ours, theirs) <= 1e-10
+    weights = torch.randn(ours.shape, generator=g, dtype=torch.float64)
+    (ours * weights).sum().backward()
+    (theirs * weights).sum().backward()
+    for a, b in zip(ours_in, theirs_in):
+        assert b.grad.abs().sum() > 0  # every level is used
+        assert max_error(a.grad, b.grad) <= 1e-10
+
+
+def test_multiscale_roi_align_keeps_the_box_order_and_routes_by_size():
+    g = torch.Generator().manual_seed(31)
+    features = pyramid(g, num_images=1)
+    small, large = [10.0, 10.0, 30.0, 30.0], [0.0, 0.0, 500.0, 500.0]  # levels 2 and 5
+    rois = torch.tensor([[0, *large], [0, *small]], dtype=torch.float64)
+    out = multiscale_roi_align(features, rois, 5)
+    assert torch.equal(out[0], roi_align(features[3], rois[:1], 5, 1 / 32, 2, True)[0])
+    assert torch.equal(out[1], roi_align(features[0], rois[1:], 5, 1 / 4, 2, True)[0])
+    assert multiscale_roi_align(features, torch.zeros(0, 5), 5).shape == (0, 3, 5, 5)
+
+
+def test_multiscale_roi_align_rejects_bad_pyramids():
+    g = torch.Generator().manual_seed(32)
+    features = pyramid(g, num_images=1)
+    boxes = torch.tensor([[0, 1.0, 1.0, 20.0, 20.0]])
+    with pytest.raises(ValueError, match="strides must be consecutive powers of two"):
+        multiscale_roi_align(features, boxes, 7, strides=(4, 8, 16, 64))
+    with pytest.raises(ValueError, match="strides"):
+        multiscale_roi_align(features[:3], boxes, 7)
+    with pytest.raises(ValueError, match=r"features\[2\]"):
+        multiscale_roi_align([features[0], features[1], features[2][:, :2], features[3]],
+                             boxes, 7)
+    with pytest.raises(TypeError, match="features must be a non-empty list"):
+        multiscale_roi_align(features[0], boxes, 7)
+
+
+# --- Pasting a grid back into its box -------------------------------------------------------
+
+
+def test_paste_masks_fills_the_box_and_nothing_else():
+    boxes = torch.tensor([[2.5, 1.0, 6.0, 3.0]])
+    pasted = paste_masks(torch.ones(1, 3, 3), boxes, 5, 8)
+    expected = torch.zeros(1, 5, 8)
+    expected[0, 1:3, 2:6] = 1  # pixels whose centres lie in the box
+    assert torch.equal(pasted, expected)
+
+
+def test_paste_masks_interpolates_between_cell_centres():
+    box = torch.tensor([[4.0, 2.0, 20.0, 10.0]], dtype=torch.float64)  # 16 x 8, 4 x 4 cells
+    centres_x = 4.0 + (torch.arange(4, dtype=torch.float64) + 0.5) * 4  # cell centres' image x
+    grid = centres_x.expand(1, 4, 4)  # [1, 4, 4], a ramp along x
+    pasted = paste_masks(grid, box, 12, 24)[0]
+    inner = torch.arange(6, 18)  # pixel centres between the first and last cell centre
+    assert torch.allclose(pasted[5, inner], inner.double() + 0.5, rtol=0, atol=1e-12)
+    assert pasted[5, 4].item() == centres_x[0].item()  # before the first centre: its value
+
+
+def test_roi_align_then_paste_recovers_a_box_shaped_mask():
+    mask = torch.zeros(1, 40, 50, dtype=torch.bool)
+    mask[0, 10:30, 5:45] = True
+    boxes = torch.tensor([[5.0, 10.0, 45.0, 30.0]], dtype=torch.float64)
+    grid = roi_align(mask[None].double(), [boxes], 14, 1.0, 2)[:, 0]  # [1, 14, 14]
+    assert torch.equal(paste_masks(grid, boxes, 40, 50) > 0.5, mask)
+
+
+def test_paste_masks_edge_cases_and_bad_input():
+    assert paste_masks(torch.zeros(0, 7, 7), torch.zeros(0, 4), 5, 6).shape == (0, 5, 6)
+    flat = paste_masks(torch.ones(1, 2, 2), torch.tensor([[1.0, 1.0, 1.0, 3.0]]), 4, 4)
+    assert not bool(torch.isnan(flat).any()) and flat.sum() == 0  # no pixel centre inside
+    with pytest.raises(ValueError, match=r"masks must be a floating-point Tensor\[K, PH, PW\]"):
+        paste_masks(torch.ones(2, 2), torch.zeros(1, 4), 4, 4)
+    with pytest.raises(ValueError, match=r"boxes must have shape \[1, 4\]"):
+        paste_masks(torch.ones(1, 2, 2), torch.zeros(2, 4), 4, 4)
+    with pytest.raises(ValueError, match="boxes must be finite"):
+        paste_masks(torch.ones(1, 2, 2), torch.tensor([[0.0, float("nan"), 1.0, 1.0]]), 4, 4)
+
+
+# --- Bad input -----------------------------------------------------------------------------
+
+
+X = torch.zeros(2, 3, 8, 8)
+GOOD = torch.tensor([[0, 1.0, 1.0, 5.0, 5.0]])
+
+
+@pytest.mark.parametrize("fn", [roi_align, roi_pool, roi_align_reference, roi_pool_reference])
+@pytest.mark.parametrize("args, error, words", [
+    ((X, torch.zeros(3, 4), 2), ValueError, r"boxes must have shape \[K, 5\].*in a list"),
+    ((X, torch.zeros(3, 6), 2), ValueError, r"boxes must have shape \[K, 5\]"),
+    ((X, [torch.zeros(2, 5)], 2), ValueError, r"boxes\[0\] must have shape \[L, 4\]"),
+    ((X, torch.tensor([[2, 1.0, 1.0, 5.0, 5.0]]), 2), ValueError,
+     r"boxes\[0, 0\] = 2.0 is not a batch index .*\[0, 2\)"),
+    ((X, torch.tensor([[0, 1, 1, 5, 5], [-1, 1.0, 1.0, 5.0, 5.0]]), 2), ValueError,
+     r"boxes\[1, 0\] = -1.0 is not a batch index"),
+    ((X, torch.tensor([[0.5, 1.0, 1.0, 5.0, 5.0]]), 2), ValueError, "not a batch index"),
+    ((X, [torch.zeros(1, 4)] * 3, 2), ValueError, "3 per-image tensors but input has only 2"),
+    ((X, torch.tensor([[0, 1.0, float("nan"), 5.0, 5.0]]), 2), ValueError,
+     "boxes must be finite"),
+    ((X, torch.tensor([[0, 1.0, 1.0, float("inf"), 5.0]]), 2), ValueError,
+     "boxes must be finite"),
+    ((X[0], GOOD, 2), ValueError, r"input must have shape \[N, C, H, W\].*input\[None\]"),
+    ((X[:, :, None], GOOD, 2), ValueError, r"input must have shape \[N, C, H, W\]"),
+    ((X.long(), GOOD, 2), TypeError, "input must be a floating-point tensor"),
+    ((X.numpy(), GOOD, 2), TypeError, "input must be a torch.Tensor"),
+    ((X, GOOD.numpy(), 2), TypeError, "boxes must be a Tensor"),
+    ((X, GOOD, 0), ValueError, "output_size must be a positive int"),
+    ((X, GOOD, (2, 3, 4)), ValueError, "output_size"),
+    ((X, GOOD, 2, 0.0), ValueError, "spatial_scale must be a positive number"),
+    ((X[:, :, :0], GOOD, 2), ValueError, "empty feature map"),
+])
+def test_bad_input_is_named(fn, args, error, words):
+    with pytest.raises(error, match=words):
+        fn(*args)
+
+
+def test_as_rois_builds_batch_indices_from_a_list():
+    rois = as_rois([torch.ones(2, 4), torch.zeros(0, 4), 2 * torch.ones(1, 4)], 3)
+    assert rois[:, 0].tolist() == [0, 0, 2] and rois.dtype == torch.float64
+
+
+def test_library_does_not_import_torchvision():
+    source = (Path(__file__).resolve().parent.parent / "course" / "roi_align.py").read_text()
+    imported = [alias.name if isinstance(node, ast.Import) else node.module
+                for node in ast.walk(ast.parse(source))
+                if isinstance(node, ast.Import | ast.ImportFrom) for alias in node.names]
+    assert imported and not [name for name in imported if "torchvision" in name]
