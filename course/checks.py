@@ -17,6 +17,7 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from typing import Any
 
@@ -246,6 +247,35 @@ def _same_pairs(out: Any, case: Case) -> str | None:
     return None
 
 
+def _same_whole_number(out: Any, case: Case) -> str | None:
+    """One whole number (a size in pixels, say), said to be too large or too small."""
+    if isinstance(out, torch.Tensor) and out.numel() == 1:
+        out = out.item()
+    whole = isinstance(out, int | np.integer) or (isinstance(out, float) and out.is_integer())
+    if not whole:
+        return f"returned {out!r}, expected a whole number of pixels"
+    want = int(case.expected["value"])
+    if int(out) != want:
+        return f"returned {int(out)}: too {'large' if int(out) > want else 'small'}"
+    return None
+
+
+def _same_integers(out: Any, case: Case, noun: str, per: str, float_hint: str) -> str | None:
+    """One whole number per input item (a count per mask, a level per box)."""
+    want = torch.from_numpy(case.expected["value"])
+    got = _as_tensor(out)
+    if got is None or got.shape != want.shape:
+        shape = None if got is None else list(got.shape)
+        return f"returned shape {shape}, expected {list(want.shape)} (one {noun} per {per})"
+    if got.is_floating_point() and not bool((got == got.round()).all()):
+        return float_hint
+    wrong = got.to(torch.int64) != want
+    if bool(wrong.any()):
+        i = int(wrong.nonzero()[0])
+        return f"{int(wrong.sum())} of {len(want)} {noun}s are wrong, the first for {per} {i}"
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # The checkers, by chapter
 # ---------------------------------------------------------------------------------------------
@@ -255,20 +285,9 @@ def _same_pairs(out: Any, case: Case) -> str | None:
 
 def check_mask_area(fn: Callable[..., Any]) -> None:
     """``fn(masks [N, H, W] bool) -> Tensor[N]``: the pixel count of each mask."""
-
-    def compare(out: Any, case: Case) -> str | None:
-        want = torch.from_numpy(case.expected["value"])
-        got = _as_tensor(out)
-        if got is None or got.shape != want.shape:
-            shape = None if got is None else list(got.shape)
-            return f"returned shape {shape}, expected {list(want.shape)} (one count per mask)"
-        if got.is_floating_point() and not bool((got == got.round()).all()):
-            return "pixel counts are whole numbers"
-        if not torch.equal(got.to(torch.int64), want):
-            return f"{int((got.to(torch.int64) != want).sum())} of {len(want)} counts are wrong"
-        return None
-
-    _run_checks("mask_area", fn, [masks.mask_area, masks.intersection_counts], compare)
+    _run_checks("mask_area", fn, [masks.mask_area, masks.intersection_counts],
+                partial(_same_integers, noun="count", per="mask",
+                        float_hint="pixel counts are whole numbers"))
 
 
 # Chapter 01
@@ -301,139 +320,64 @@ def check_greedy_match(fn: Callable[..., Any]) -> None:
     _run_checks("greedy_match", fn, [matching.greedy_match, matching.tp_fp_fn], _same_pairs)
 
 
-# Chapter 06 (losses)
+# Chapter 03 (COCO Average Precision)
 
 
-def _close_values(out: Any, case: Case, what: str) -> str | None:
-    """``out`` must be a float tensor of the stored shape, within 1e-10 of the stored values."""
-    want = torch.from_numpy(case.expected["value"])
-    got = _as_tensor(out)
-    if got is None:
-        return f"returned a {type(out).__name__}, expected a tensor of {what}"
-    if got.shape != want.shape:
-        return f"returned shape {list(got.shape)}, expected {list(want.shape)} ({what})"
-    if not got.is_floating_point():
-        return f"returned dtype {got.dtype}, expected floating-point {what}"
-    got = got.double()
-    if not bool(torch.isfinite(got).all()):
-        return "contains NaN or inf (a 0 / 0 somewhere? the smoothing eps prevents it)"
-    error = (got - want).abs()
-    wrong = error > 1e-10 + 1e-8 * want.abs()
-    close = " (all close: float32 somewhere?)" if bool((error < 1e-5).all()) else ""
-    if want.ndim == 0 and bool(wrong):
-        sign = " (and of the wrong sign)" if bool(got * want < 0) else ""
-        return f"the value is wrong{sign}{close}"
-    if bool(wrong.any()):
-        first = int(wrong.flatten().nonzero()[0])
-        return (f"{int(wrong.sum())} of {wrong.numel()} values are wrong, the first at index "
-                f"{first}{close}")
+def _same_curves(out: Any, case: Case) -> str | None:
+    """``out`` must be ``(precision, recall)``, each ``[D]``, within 1e-12 of the stored values."""
+    if not isinstance(out, Sequence) or isinstance(out, str) or len(out) != 2:
+        return f"returned {type(out).__name__}, expected a tuple (precision, recall)"
+    for name, got, want in zip(("precision", "recall"), out,
+                               (case.expected["precision"], case.expected["recall"]), strict=True):
+        got = _as_tensor(got)
+        if got is None:
+            return f"{name} is a {type(out[0]).__name__}, expected a tensor"
+        if tuple(got.shape) != want.shape:
+            return (f"{name} has shape {list(got.shape)}, expected {list(want.shape)} "
+                    "(one value after each detection of the list)")
+        if not got.is_floating_point():
+            return f"{name} has dtype {got.dtype}: divide in floating point"
+        wrong = (got.double() - torch.from_numpy(want)).abs() > _TOL
+        if bool(wrong.any()):
+            first = int(wrong.nonzero()[0])
+            return (f"{name} is wrong at {int(wrong.sum())} of {len(want)} positions, the "
+                    f"first after detection {first + 1} of the list")
     return None
 
 
-def _loss_functions() -> list[Callable[..., Any]]:
-    return [losses.dice_loss, losses.dice_loss_loop, losses.jaccard_loss,
-            losses.jaccard_loss_loop, losses.composite_loss, losses.dice_grad, losses.jaccard_grad]
+def _same_ap(out: Any, case: Case) -> str | None:
+    """``out`` must be one number within 1e-12 of the stored AP (never revealed)."""
+    if isinstance(out, torch.Tensor | np.ndarray) and np.size(out) == 1:
+        out = float(out.reshape(-1)[0])
+    if isinstance(out, bool) or not isinstance(out, int | float | np.floating):
+        return f"returned {type(out).__name__}, expected one number"
+    got, want = float(out), float(case.expected["value"])
+    if np.isnan(got):
+        return "returned NaN (a 0 / 0 somewhere?)"
+    if not 0 <= got <= 1:
+        return f"returned {got:.4f}, but an AP lies in [0, 1]"
+    if abs(got - want) > _TOL:
+        return f"the AP is too {'high' if got > want else 'low'}"
+    return None
 
 
-def check_dice_loss(fn: Callable[..., Any]) -> None:
-    """``fn(logits [N, H, W], targets [N, H, W]) -> Tensor[N]``: soft Dice loss per mask, eps 1."""
-    _run_checks("dice_loss", fn, _loss_functions(),
-                lambda out, case: _close_values(out, case, "one loss per mask"))
+def check_precision_recall(fn: Callable[..., Any]) -> None:
+    """``fn(tp [D] bool, num_gt) -> (precision [D], recall [D])`` along a ranked list."""
+    _run_checks("precision_recall", fn,
+                [ap.precision_recall, ap.average_precision, ap.ap_over_thresholds], _same_curves)
 
 
-def check_dice_grad_pixel(fn: Callable[..., Any]) -> None:
-    """``fn(probs [P], target [P], k) -> float``: d(soft Dice loss) / d probs[k], eps 1."""
-
-    def compare(out: Any, case: Case) -> str | None:
-        got = _as_tensor(out)
-        if got is not None and got.numel() == 1 and got.ndim > 0:
-            got = got.reshape(())
-        if got is None or got.ndim != 0:
-            shape = None if got is None else list(got.shape)
-            return f"returned {type(out).__name__} of shape {shape}, expected one number"
-        return _close_values(got, case, "one number")
-
-    _run_checks("dice_grad_pixel", fn, _loss_functions(), compare)
+def check_average_precision(fn: Callable[..., Any]) -> None:
+    """``fn(precision [D], recall [D]) -> float``: the envelope sampled at 101 recalls."""
+    _run_checks("average_precision", fn,
+                [ap.average_precision, ap.precision_envelope, ap.ap_over_thresholds], _same_ap)
 
 
-def check_pick_weighting(fn: Callable[..., Any]) -> None:
-    """``fn(ratios [K], ious [K, S]) -> float or None``: the clear winner, if there is one."""
-
-    def compare(out: Any, case: Case) -> str | None:
-        want_winner = bool(case.expected["has_winner"])
-        if out is None:
-            return "returned None, but one weighting does clearly win here" if want_winner else None
-        if not want_winner:
-            return (f"returned {out!r}, but no weighting wins clearly here: give a verdict only "
-                    "where the difference exceeds the spreads")
-        try:
-            value = float(out)
-        except (TypeError, ValueError):
-            return f"returned a {type(out).__name__}, expected a ratio (a number) or None"
-        if value != float(case.expected["winner"]):
-            return f"returned {value!r}, which is not the weighting that wins clearly"
-        return None
-
-    _run_checks("pick_weighting", fn, [losses.pick_weighting], compare)
-
-
-# Chapter 07 (FPN, dilation)
-
-
-def check_receptive_field(fn: Callable[..., Any]) -> None:
-    """``fn(layers [L, 3] as (kernel, stride, dilation)) -> (size, stride)``."""
-
-    def compare(out: Any, case: Case) -> str | None:
-        try:
-            size, stride = (int(v) for v in out)
-        except (TypeError, ValueError):
-            return f"returned {type(out).__name__}, expected a pair (size, stride) of integers"
-        problems = []
-        if stride != int(case.expected["stride"]):
-            problems.append("the stride (the product of the layers' strides) is wrong")
-        want = int(case.expected["size"])
-        if size != want:
-            problems.append(f"the receptive field is too {'large' if size > want else 'small'}")
-        return "; ".join(problems) or None
-
-    _run_checks("receptive_field", fn, [fpn.receptive_field], compare)
-
-
-def check_conv_output_size(fn: Callable[..., Any]) -> None:
-    """``fn(size, kernel, stride, padding, dilation) -> int``: like ``nn.Conv2d``'s output size."""
-
-    def compare(out: Any, case: Case) -> str | None:
-        want = int(case.expected["value"])
-        if isinstance(out, torch.Tensor) and out.numel() == 1:
-            out = out.item()
-        whole = isinstance(out, int | np.integer) or (isinstance(out, float) and out.is_integer())
-        if not whole:
-            return f"returned {out!r}, expected a whole number of pixels"
-        if int(out) != want:
-            return f"returned {int(out)}: too {'large' if int(out) > want else 'small'}"
-        return None
-
-    _run_checks("conv_output_size", fn, [fpn.conv_output_size], compare)
-
-
-def check_fpn_level(fn: Callable[..., Any]) -> None:
-    """``fn(boxes [N, 4], k_min, k_max, canonical_size, canonical_level) -> Tensor[N]`` levels."""
-
-    def compare(out: Any, case: Case) -> str | None:
-        want = torch.from_numpy(case.expected["value"])
-        got = _as_tensor(out)
-        if got is None or got.shape != want.shape:
-            shape = None if got is None else list(got.shape)
-            return f"returned shape {shape}, expected {list(want.shape)} (one level per box)"
-        if got.is_floating_point() and not bool((got == got.round()).all()):
-            return "levels are whole numbers (floor the formula)"
-        wrong = got.to(torch.int64) != want
-        if bool(wrong.any()):
-            i = int(wrong.nonzero()[0])
-            return f"{int(wrong.sum())} of {len(want)} levels are wrong, the first for box {i}"
-        return None
-
-    _run_checks("fpn_level", fn, [boxes.fpn_level], compare)
+def check_ap_over_thresholds(fn: Callable[..., Any]) -> None:
+    """``fn(iou [D, G], scores [D]) -> float``: AP of one image and class, over 0.50:0.95."""
+    _run_checks("ap_over_thresholds", fn,
+                [ap.ap_over_thresholds, ap.average_precision, ap.precision_recall,
+                 ap.precision_envelope, ap.coco_evaluate, ap.coco_evaluate_reference], _same_ap)
 
 
 # Chapter 04 (Panoptic Quality)
@@ -553,19 +497,117 @@ def check_classify_failures(fn: Callable[..., Any]) -> None:
 
 def check_min_resolvable_size(fn: Callable[..., Any]) -> None:
     """``fn(stride, coverage) -> int``: the smallest square side owning a cell wherever it lies."""
+    _run_checks("min_resolvable_size", fn, [data.min_resolvable_size], _same_whole_number)
+
+
+# Chapter 06 (losses)
+
+
+def _close_values(out: Any, case: Case, what: str) -> str | None:
+    """``out`` must be a float tensor of the stored shape, within 1e-10 of the stored values."""
+    want = torch.from_numpy(case.expected["value"])
+    got = _as_tensor(out)
+    if got is None:
+        return f"returned a {type(out).__name__}, expected a tensor of {what}"
+    if got.shape != want.shape:
+        return f"returned shape {list(got.shape)}, expected {list(want.shape)} ({what})"
+    if not got.is_floating_point():
+        return f"returned dtype {got.dtype}, expected floating-point {what}"
+    got = got.double()
+    if not bool(torch.isfinite(got).all()):
+        return "contains NaN or inf (a 0 / 0 somewhere? the smoothing eps prevents it)"
+    error = (got - want).abs()
+    wrong = error > 1e-10 + 1e-8 * want.abs()
+    close = " (all close: float32 somewhere?)" if bool((error < 1e-5).all()) else ""
+    if want.ndim == 0 and bool(wrong):
+        sign = " (and of the wrong sign)" if bool(got * want < 0) else ""
+        return f"the value is wrong{sign}{close}"
+    if bool(wrong.any()):
+        first = int(wrong.flatten().nonzero()[0])
+        return (f"{int(wrong.sum())} of {wrong.numel()} values are wrong, the first at index "
+                f"{first}{close}")
+    return None
+
+
+def _loss_functions() -> list[Callable[..., Any]]:
+    return [losses.dice_loss, losses.dice_loss_loop, losses.jaccard_loss,
+            losses.jaccard_loss_loop, losses.composite_loss, losses.dice_grad, losses.jaccard_grad]
+
+
+def check_dice_loss(fn: Callable[..., Any]) -> None:
+    """``fn(logits [N, H, W], targets [N, H, W]) -> Tensor[N]``: soft Dice loss per mask, eps 1."""
+    _run_checks("dice_loss", fn, _loss_functions(),
+                lambda out, case: _close_values(out, case, "one loss per mask"))
+
+
+def check_dice_grad_pixel(fn: Callable[..., Any]) -> None:
+    """``fn(probs [P], target [P], k) -> float``: d(soft Dice loss) / d probs[k], eps 1."""
 
     def compare(out: Any, case: Case) -> str | None:
-        if isinstance(out, torch.Tensor) and out.numel() == 1:
-            out = out.item()
-        whole = isinstance(out, int | np.integer) or (isinstance(out, float) and out.is_integer())
-        if not whole:
-            return f"returned {out!r}, expected a whole number of pixels"
-        want = int(case.expected["value"])
-        if int(out) != want:
-            return f"returned {int(out)}: too {'large' if int(out) > want else 'small'}"
+        got = _as_tensor(out)
+        if got is not None and got.numel() == 1 and got.ndim > 0:
+            got = got.reshape(())
+        if got is None or got.ndim != 0:
+            shape = None if got is None else list(got.shape)
+            return f"returned {type(out).__name__} of shape {shape}, expected one number"
+        return _close_values(got, case, "one number")
+
+    _run_checks("dice_grad_pixel", fn, _loss_functions(), compare)
+
+
+def check_pick_weighting(fn: Callable[..., Any]) -> None:
+    """``fn(ratios [K], ious [K, S]) -> float or None``: the clear winner, if there is one."""
+
+    def compare(out: Any, case: Case) -> str | None:
+        want_winner = bool(case.expected["has_winner"])
+        if out is None:
+            return "returned None, but one weighting does clearly win here" if want_winner else None
+        if not want_winner:
+            return (f"returned {out!r}, but no weighting wins clearly here: give a verdict only "
+                    "where the difference exceeds the spreads")
+        try:
+            value = float(out)
+        except (TypeError, ValueError):
+            return f"returned a {type(out).__name__}, expected a ratio (a number) or None"
+        if value != float(case.expected["winner"]):
+            return f"returned {value!r}, which is not the weighting that wins clearly"
         return None
 
-    _run_checks("min_resolvable_size", fn, [data.min_resolvable_size], compare)
+    _run_checks("pick_weighting", fn, [losses.pick_weighting], compare)
+
+
+# Chapter 07 (FPN, dilation)
+
+
+def check_receptive_field(fn: Callable[..., Any]) -> None:
+    """``fn(layers [L, 3] as (kernel, stride, dilation)) -> (size, stride)``."""
+
+    def compare(out: Any, case: Case) -> str | None:
+        try:
+            size, stride = (int(v) for v in out)
+        except (TypeError, ValueError):
+            return f"returned {type(out).__name__}, expected a pair (size, stride) of integers"
+        problems = []
+        if stride != int(case.expected["stride"]):
+            problems.append("the stride (the product of the layers' strides) is wrong")
+        want = int(case.expected["size"])
+        if size != want:
+            problems.append(f"the receptive field is too {'large' if size > want else 'small'}")
+        return "; ".join(problems) or None
+
+    _run_checks("receptive_field", fn, [fpn.receptive_field], compare)
+
+
+def check_conv_output_size(fn: Callable[..., Any]) -> None:
+    """``fn(size, kernel, stride, padding, dilation) -> int``: like ``nn.Conv2d``'s output size."""
+    _run_checks("conv_output_size", fn, [fpn.conv_output_size], _same_whole_number)
+
+
+def check_fpn_level(fn: Callable[..., Any]) -> None:
+    """``fn(boxes [N, 4], k_min, k_max, canonical_size, canonical_level) -> Tensor[N]`` levels."""
+    _run_checks("fpn_level", fn, [boxes.fpn_level],
+                partial(_same_integers, noun="level", per="box",
+                        float_hint="levels are whole numbers (floor the formula)"))
 
 
 # Chapter 08 (ROIAlign)
@@ -614,63 +656,3 @@ def check_multiscale_roi_align(fn: Callable[..., Any]) -> None:
     with library_disabled(fn, targets):  # the notebook's namespace, which `call` does not see
         _run_checks("multiscale_roi_align", call, targets,
                     lambda out, case: _pooled_values(out, case, "[K, C, P, P], boxes in order"))
-
-
-# Chapter 03 (COCO Average Precision)
-
-
-def _same_curves(out: Any, case: Case) -> str | None:
-    """``out`` must be ``(precision, recall)``, each ``[D]``, within 1e-12 of the stored values."""
-    if not isinstance(out, Sequence) or isinstance(out, str) or len(out) != 2:
-        return f"returned {type(out).__name__}, expected a tuple (precision, recall)"
-    for name, got, want in zip(("precision", "recall"), out,
-                               (case.expected["precision"], case.expected["recall"]), strict=True):
-        got = _as_tensor(got)
-        if got is None:
-            return f"{name} is a {type(out[0]).__name__}, expected a tensor"
-        if tuple(got.shape) != want.shape:
-            return (f"{name} has shape {list(got.shape)}, expected {list(want.shape)} "
-                    "(one value after each detection of the list)")
-        if not got.is_floating_point():
-            return f"{name} has dtype {got.dtype}: divide in floating point"
-        wrong = (got.double() - torch.from_numpy(want)).abs() > _TOL
-        if bool(wrong.any()):
-            first = int(wrong.nonzero()[0])
-            return (f"{name} is wrong at {int(wrong.sum())} of {len(want)} positions, the "
-                    f"first after detection {first + 1} of the list")
-    return None
-
-
-def _same_ap(out: Any, case: Case) -> str | None:
-    """``out`` must be one number within 1e-12 of the stored AP (never revealed)."""
-    if isinstance(out, torch.Tensor | np.ndarray) and np.size(out) == 1:
-        out = float(out.reshape(-1)[0])
-    if isinstance(out, bool) or not isinstance(out, int | float | np.floating):
-        return f"returned {type(out).__name__}, expected one number"
-    got, want = float(out), float(case.expected["value"])
-    if np.isnan(got):
-        return "returned NaN (a 0 / 0 somewhere?)"
-    if not 0 <= got <= 1:
-        return f"returned {got:.4f}, but an AP lies in [0, 1]"
-    if abs(got - want) > _TOL:
-        return f"the AP is too {'high' if got > want else 'low'}"
-    return None
-
-
-def check_precision_recall(fn: Callable[..., Any]) -> None:
-    """``fn(tp [D] bool, num_gt) -> (precision [D], recall [D])`` along a ranked list."""
-    _run_checks("precision_recall", fn,
-                [ap.precision_recall, ap.average_precision, ap.ap_over_thresholds], _same_curves)
-
-
-def check_average_precision(fn: Callable[..., Any]) -> None:
-    """``fn(precision [D], recall [D]) -> float``: the envelope sampled at 101 recalls."""
-    _run_checks("average_precision", fn,
-                [ap.average_precision, ap.precision_envelope, ap.ap_over_thresholds], _same_ap)
-
-
-def check_ap_over_thresholds(fn: Callable[..., Any]) -> None:
-    """``fn(iou [D, G], scores [D]) -> float``: AP of one image and class, over 0.50:0.95."""
-    _run_checks("ap_over_thresholds", fn,
-                [ap.ap_over_thresholds, ap.average_precision, ap.precision_recall,
-                 ap.precision_envelope, ap.coco_evaluate, ap.coco_evaluate_reference], _same_ap)
