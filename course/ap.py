@@ -43,7 +43,7 @@ come near them (``np.arange``) they are -1.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,12 +51,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from course.coco import RLEMasks, _ragged_arange
+from course.coco import Progress, RLEMasks, no_progress, ragged_arange
 from course.masks import as_masks, mask_iou
 from course.matching import greedy_match
 
 ArrayLike = Tensor | np.ndarray
-Progress = Callable[[Sequence[Any], str], Iterable[Any]]
 
 AREA_NAMES = ("all", "small", "medium", "large")
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
@@ -475,16 +474,12 @@ def _keep(objects: _Objects, keep: np.ndarray) -> _Objects:
                     objects.scores[keep], geometry)
 
 
-def _identity(items: Sequence[Any], description: str) -> Iterable[Any]:
-    return items
-
-
 def _prepare(ground_truth: Sequence[dict], predictions: Sequence[dict], iou_type: str,
              categories: Sequence[int] | None, progress: Progress | None) -> _Dataset:
     """Validate both lists and bring them to one form; see :func:`coco_evaluate`."""
     if iou_type not in ("segm", "bbox"):
         raise ValueError(f"iou_type must be 'segm' or 'bbox', got {iou_type!r}")
-    progress = progress or _identity
+    progress = progress or no_progress
     images: dict[int, _Image] = {}
     for i, item in enumerate(progress(list(ground_truth), "ground truth")):
         where = f"ground_truth[{i}]"
@@ -662,7 +657,7 @@ def _candidate_pairs(gt: _Packed, dt: _Packed) -> tuple[np.ndarray, np.ndarray]:
     first = np.searchsorted(gt.group, dt.group, side="left")
     count = np.searchsorted(gt.group, dt.group, side="right") - first
     pair_dt = np.repeat(np.arange(len(dt.group)), count)
-    pair_gt = np.repeat(first, count) + _ragged_arange(count)
+    pair_gt = np.repeat(first, count) + ragged_arange(count)
     return pair_dt, pair_gt
 
 
@@ -761,7 +756,7 @@ def _mask_iou_pairs(dt_geometry: Any, gt_geometry: Any, d: np.ndarray, g: np.nda
                           (np.minimum(a[:, 3], b[:, 3]) >= np.maximum(a[:, 1], b[:, 1])))
     nd, ng = d[near], g[near]
     runs = dl.first[nd + 1] - dl.first[nd]  # [P'] runs of each pair's detection
-    run = np.repeat(dl.first[nd], runs) + _ragged_arange(runs)  # [Q]
+    run = np.repeat(dl.first[nd], runs) + ragged_arange(runs)  # [Q]
     s = dl.start[run] + np.repeat(gl.base[ng] - dl.base[nd], runs)  # into g's block
     line_start = np.concatenate([[-1], gl.start])  # a sentinel run before everything
     line_len = np.concatenate([[0], gl.length])

@@ -48,7 +48,7 @@ def _segment_ids(offsets: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
 
 
-def _ragged_arange(lengths: np.ndarray) -> np.ndarray:
+def ragged_arange(lengths: np.ndarray) -> np.ndarray:
     """``concatenate([arange(n) for n in lengths])`` without the loop."""
     total = int(lengths.sum())
     starts = np.cumsum(lengths) - lengths
@@ -198,7 +198,7 @@ def _polygon_counts(xy: np.ndarray, height: int, width: int) -> np.ndarray:
         slope = np.where(along_x, (ye - ys) / dx, (xe - xs) / dy)  # 0/0 on repeated points
         steps = np.where(along_x, dx, dy) + 1
         edge = np.repeat(np.arange(k), steps)
-        d = _ragged_arange(steps)
+        d = ragged_arange(steps)
         t = np.where(flip[edge], steps[edge] - 1 - d, d)
         ax, s = along_x[edge], slope[edge]
         rounded_v = ys[edge] + s * t + 0.5
@@ -336,7 +336,7 @@ def _decode_all(segmentations: Sequence[Any], sizes: np.ndarray, names: Sequence
     else:
         counts = np.zeros(int(offsets[-1]), dtype=np.int64)
         if compressed:
-            dest = np.repeat(offsets[at], lengths[at]) + _ragged_arange(lengths[at])
+            dest = np.repeat(offsets[at], lengths[at]) + ragged_arange(lengths[at])
             counts[dest] = c_counts
         for i, c in per_object.items():
             counts[offsets[i]:offsets[i + 1]] = c
@@ -516,7 +516,7 @@ class RLEMasks:
         """The masks at ``index`` (ints), in that order."""
         index = np.asarray(index, dtype=np.int64).reshape(-1)
         lengths = np.diff(self.offsets)[index]
-        take = np.repeat(self.offsets[:-1][index], lengths) + _ragged_arange(lengths)
+        take = np.repeat(self.offsets[:-1][index], lengths) + ragged_arange(lengths)
         return RLEMasks._trusted(self.height, self.width, self.counts[take],
                                  np.concatenate([[0], np.cumsum(lengths)]))
 
@@ -641,7 +641,8 @@ def _check_iou_type(iou_type: str) -> None:
         raise ValueError(f"iou_type must be 'segm' or 'bbox', got {iou_type!r}")
 
 
-def _identity(items: Sequence[Any], description: str) -> Iterable[Any]:
+def no_progress(items: Sequence[Any], description: str) -> Iterable[Any]:
+    """The :data:`Progress` that shows nothing: ``items`` as they are."""
     return items
 
 
@@ -683,7 +684,7 @@ def load_ground_truth(source: str | PathLike | dict, iou_type: str = "segm",
             segmentation or box.
     """
     _check_iou_type(iou_type)
-    progress = progress or _identity
+    progress = progress or no_progress
     data = _read(source, "ground truth")
     if not isinstance(data, dict):
         hint = " (is this a results file?)" if isinstance(data, list) else ""
@@ -808,7 +809,7 @@ def load_results(source: str | PathLike | list, ground_truth: CocoGroundTruth,
         ``scores``, ``area``, and ``masks`` or ``bbox``), and the number of results dropped.
     """
     _check_iou_type(iou_type)
-    progress = progress or _identity
+    progress = progress or no_progress
     results = _read(source, "results")
     if not isinstance(results, list):
         raise ValueError("a COCO results json must be a list of detections, got a "
