@@ -54,6 +54,7 @@ from torch import Tensor
 from course.coco import Progress, RLEMasks, no_progress, ragged_arange
 from course.masks import as_masks, mask_iou
 from course.matching import greedy_match
+from course.structures import Instances
 
 ArrayLike = Tensor | np.ndarray
 
@@ -254,6 +255,16 @@ class COCOResult:
         for k, cat in enumerate(self.categories):
             s = self.precision[:, :, k, 0, -1]
             out[cat] = float(np.mean(s[s > -1])) if (s > -1).any() else -1.0
+        return out
+
+    def ap_per_threshold(self, area: int = 0) -> dict[float, float]:
+        """AP at each IoU threshold alone (mean over recall points and classes with objects;
+        area range ``area``: 0 all, 1 small, 2 medium, 3 large; ``max_dets[-1]``); -1 where
+        no class has objects. ``AP50`` and ``AP75`` of the stats are two of these."""
+        out = {}
+        for t, threshold in enumerate(self.params.iou_thresholds):
+            s = self.precision[t, :, :, area, -1]
+            out[round(float(threshold), 4)] = float(np.mean(s[s > -1])) if (s > -1).any() else -1.0
         return out
 
     def coco_summary(self) -> str:
@@ -474,12 +485,19 @@ def _keep(objects: _Objects, keep: np.ndarray) -> _Objects:
                     objects.scores[keep], geometry)
 
 
+def _as_item(item: Any) -> Any:
+    """An :class:`~course.structures.Instances` (with its ``image_id``) as the per-image dict."""
+    return item.as_dict() if isinstance(item, Instances) else item
+
+
 def _prepare(ground_truth: Sequence[dict], predictions: Sequence[dict], iou_type: str,
              categories: Sequence[int] | None, progress: Progress | None) -> _Dataset:
     """Validate both lists and bring them to one form; see :func:`coco_evaluate`."""
     if iou_type not in ("segm", "bbox"):
         raise ValueError(f"iou_type must be 'segm' or 'bbox', got {iou_type!r}")
     progress = progress or no_progress
+    ground_truth = [_as_item(x) for x in ground_truth]
+    predictions = [_as_item(x) for x in predictions]
     images: dict[int, _Image] = {}
     for i, item in enumerate(progress(list(ground_truth), "ground truth")):
         where = f"ground_truth[{i}]"
@@ -545,7 +563,7 @@ def _result(dataset: _Dataset, precision: np.ndarray, recall: np.ndarray,
 # ---------------------------------------------------------------------------------------------
 
 
-def coco_evaluate(ground_truth: Sequence[dict[str, Any]], predictions: Sequence[dict[str, Any]],
+def coco_evaluate(ground_truth: Sequence[Any], predictions: Sequence[Any],
                   iou_type: str = "segm", categories: Sequence[int] | None = None,
                   params: COCOParams | None = None, progress: Progress | None = None
                   ) -> COCOResult:
@@ -557,8 +575,10 @@ def coco_evaluate(ground_truth: Sequence[dict[str, Any]], predictions: Sequence[
             (bool or 0/1, or :class:`course.coco.RLEMasks`) for ``"segm"``, or ``boxes
             [N, 4]`` ``(x1, y1, x2, y2)`` (or ``bbox [N, 4]`` COCO ``(x, y, w, h)``) for
             ``"bbox"``; optional ``iscrowd [N]`` (default 0) and ``area [N]`` (default: the
-            mask's pixel count, the box's area without masks). Tensors or numpy arrays.
-        predictions: one dict per image with detections (images may be left out):
+            mask's pixel count, the box's area without masks). Tensors or numpy arrays. An
+            :class:`course.structures.Instances` with its ``image_id`` set stands for its dict.
+        predictions: one dict (or ``Instances``) per image with detections (images may be
+            left out):
             ``image_id``, ``labels [P]``, ``scores [P]``, and ``masks`` or ``boxes`` / ``bbox``
             as above; optional ``area [P]`` (default as COCO's ``loadRes``: the mask's pixel
             count, or the box's ``w * h``).

@@ -656,3 +656,72 @@ def check_multiscale_roi_align(fn: Callable[..., Any]) -> None:
     with library_disabled(fn, targets):  # the notebook's namespace, which `call` does not see
         _run_checks("multiscale_roi_align", call, targets,
                     lambda out, case: _pooled_values(out, case, "[K, C, P, P], boxes in order"))
+
+
+# Chapter 09 (Mask R-CNN)
+
+
+def _close_boxes(out: Any, case: Case, what: str) -> str | None:
+    """Boxes in pixels, stored from float32 arithmetic: within 1e-3 px, in the stored order."""
+    want = torch.from_numpy(case.expected["value"]).double()
+    got = _as_tensor(out)
+    if got is None:
+        return f"returned a {type(out).__name__}, expected a tensor of {what}"
+    if got.shape != want.shape:
+        return f"returned shape {list(got.shape)}, expected {list(want.shape)} ({what})"
+    if not got.is_floating_point():
+        return f"returned dtype {got.dtype}, expected floating-point {what}"
+    wrong = ((got.double() - want).abs() > 1e-3).any(dim=-1)  # [N]
+    if bool(wrong.any()):
+        first = int(wrong.nonzero()[0])
+        same_set = sorted(map(tuple, got.double().round(decimals=2).tolist())) == sorted(
+            map(tuple, want.round(decimals=2).tolist()))
+        order = " (the right boxes in another order)" if same_set else ""
+        return f"{int(wrong.sum())} of {len(want)} rows are wrong, the first is row {first}{order}"
+    return None
+
+
+def _model_functions() -> list[Callable[..., Any]]:
+    from course.model import anchors, assign, box_coding
+
+    return [anchors.cell_anchors, anchors.grid_anchors, anchors.AnchorGenerator,
+            box_coding.encode_boxes, box_coding.decode_boxes, assign.match_boxes]
+
+
+def check_grid_anchors(fn: Callable[..., Any]) -> None:
+    """``fn(size, ratios, stride, height, width) -> Tensor[height * width * A, 4]``."""
+    _run_checks("grid_anchors", fn, _model_functions(),
+                lambda out, case: _close_boxes(out, case, "[H W A, 4] anchors"))
+
+
+def check_encode_boxes(fn: Callable[..., Any]) -> None:
+    """``fn(boxes [N, 4], reference [N, 4], weights) -> Tensor[N, 4]`` offsets."""
+    _run_checks("encode_boxes", fn, _model_functions(),
+                lambda out, case: _close_values(out, case, "(dx, dy, dw, dh) per box"))
+
+
+def check_decode_boxes(fn: Callable[..., Any]) -> None:
+    """``fn(deltas [N, 4], reference [N, 4], weights) -> Tensor[N, 4]`` boxes."""
+    _run_checks("decode_boxes", fn, _model_functions(),
+                lambda out, case: _close_values(out, case, "(x1, y1, x2, y2) per box"))
+
+
+def _same_labels(out: Any, case: Case) -> str | None:
+    want = torch.from_numpy(case.expected["value"])
+    got = _as_tensor(out)
+    if got is None or got.shape != want.shape:
+        shape = None if got is None else list(got.shape)
+        return f"returned shape {shape}, expected {list(want.shape)} (one label per anchor)"
+    if got.is_floating_point() or not bool(torch.isin(got, torch.tensor([-1, 0, 1])).all()):
+        return "labels must be the integers 1 (positive), 0 (negative) and -1 (ignored)"
+    for value, name in ((1, "positive"), (0, "negative"), (-1, "ignored")):
+        extra = int(((got == value) & (want != value)).sum())
+        if extra:
+            return f"{extra} anchor(s) labelled {name} ({value}) that should not be"
+    return None
+
+
+def check_label_anchors(fn: Callable[..., Any]) -> None:
+    """``fn(iou [G, N], high, low) -> Tensor[N]`` of 1 / 0 / -1, each object's best anchors
+    positive."""
+    _run_checks("label_anchors", fn, _model_functions(), _same_labels)

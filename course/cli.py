@@ -1,9 +1,16 @@
-"""The command line: ``python -m course eval --gt instances.json --results results.json``.
+"""The command line, ``python -m course COMMAND``; each command has ``--help``.
 
-Prints the 12 lines pycocotools' ``COCOeval.summarize()`` prints, computed by
-:func:`course.ap.coco_evaluate`; ``--per-class`` adds AP per class. On large sets a progress
-bar runs on stderr while the files are read. Bad input ends with a one-line error on stderr
-and exit status 2, not a traceback.
+- ``eval --gt instances.json --results results.json``: prints the 12 lines pycocotools'
+  ``COCOeval.summarize()`` prints, computed by :func:`course.ap.coco_evaluate`;
+  ``--per-class`` adds AP per class. On large sets a progress bar runs on stderr while the
+  files are read.
+- ``train --minutes 10 --out runs/x``: trains the compact Mask R-CNN on the shapes with
+  :func:`course.train.train`, saves ``runs/x/model.pt`` and prints the validation summary.
+- ``evaluate runs/x``: the COCO summary of a trained model on the validation split.
+- ``predict runs/x image.png --out overlay.png``: detections drawn on any RGB image, and a COCO
+  results json beside it.
+
+Bad input ends with a one-line error on stderr and exit status 2, not a traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any
 from tqdm import tqdm
 
 from course.ap import coco_evaluate
+from course.cli_model import add_model_commands, run_model_command
 from course.coco import load_ground_truth, load_results
 
 PROGRESS_MIN_ITEMS = 5000
@@ -42,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--iou-type", choices=("segm", "bbox"), default="segm",
                           help="mask IoU (segm, the default) or box IoU (bbox)")
     evaluate.add_argument("--per-class", action="store_true", help="also print AP per class")
+    add_model_commands(commands)
     return parser
 
 
@@ -64,7 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        print(evaluate_files(args.gt, args.results, args.iou_type, args.per_class))
+        if args.command == "eval":
+            print(evaluate_files(args.gt, args.results, args.iou_type, args.per_class))
+        else:
+            run_model_command(args)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

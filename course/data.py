@@ -7,19 +7,29 @@ never overlap, as in COCO's panoptic ground truth), and each object's class.
 :func:`simulate_predictions` turns ground truth into plausible detector output (shifted, grown
 or shrunk masks, misses, false positives, scores that track quality), for the metric chapters
 that come before any model is trained.
+
+:class:`ShapesDataset` is the training and validation set of the compact Mask R-CNN of
+chapters 09-10: a ``torch`` Dataset whose image ``i`` is drawn alone from its own seed.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import operator
 from dataclasses import dataclass
+from os import PathLike
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from course.boxes import masks_to_boxes
+from course.coco import ground_truth_to_coco
+from course.structures import Instances
 
 CLASSES = ("circle", "square", "triangle")
 """Class names; class id ``k`` (1-based, 0 is background) is ``CLASSES[k - 1]``."""
@@ -728,3 +738,274 @@ def min_resolvable_size(stride: int, coverage: float = 0.5) -> int:
     while d * d <= bound:
         d += 1
     return d
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapters 09-10: the training set of the compact Mask R-CNN
+# ---------------------------------------------------------------------------------------------
+
+_SPLIT_CODES = {"train": 0, "val": 1}
+_DEFAULT_LENGTH = {"train": 100_000, "val": 200}
+_SIZE_RANGE = (16.0, 64.0)  # circle diameter, square or triangle side: half-sizes 8-32 px
+_MIN_VISIBLE = 20  # an object with fewer visible pixels is dropped
+_GAP = 2.0  # without overlap, no pixel centre within this distance of another object
+_TRIES = 10  # placements tried per object
+_MIN_COLOUR_DISTANCE = 0.4  # RGB distance of an object to its local background and the others
+_COLOUR_CANDIDATES = 16
+# distance from the centre to the farthest point, per size: circle, square, triangle
+_REACH = (0.5, 1 / math.sqrt(2), 1 / math.sqrt(3))
+
+
+class ShapesDataset(Dataset):
+    """Circles, squares and triangles on a textured background, for training Mask R-CNN.
+
+    Image ``i`` comes from its own generator, seeded from ``(split, seed, i)`` through
+    ``numpy.random.SeedSequence``: any image can be made alone, in any order and in any
+    DataLoader worker, and ``ds[i]`` is the same every time; the train and val splits share
+    no image. Each image holds 1-4 objects of the classes of :data:`CLASSES` (labels 1-3),
+    of size (circle diameter, square or triangle side) uniform in 16-64 px, rotated at random,
+    centred inside the image (they may be cut by its border). Each object's colour is drawn
+    uniformly in RGB, redrawn while it lies closer than 0.4 to the mean background colour
+    around it or to an earlier object's colour (16 draws at most, then the farthest is taken),
+    and textured by a slight multiplicative noise.
+
+    With ``overlap=False`` the objects keep a gap: pixels of two objects are more than 2 px
+    apart, centre to centre, so two never touch, not even diagonally; an object that finds no
+    such place in 10 tries is left out. With ``overlap=True`` they are placed freely and later
+    objects hide earlier ones. Either way an object with fewer than 20 visible pixels is
+    dropped, and its visible pixels are painted as background, so that every object pixel of
+    the image belongs to exactly one ground-truth mask. There is always at least one object.
+
+    Args:
+        split: ``"train"`` or ``"val"``.
+        length: the number of images; default 100,000 for train, 200 for val. The first images
+            do not depend on it.
+        overlap: let objects overlap (and occlude each other).
+        image_size: the side ``S`` of the square images, at least 32.
+        seed: a non-negative int; each ``(split, seed)`` is a different set of images.
+
+    ``ds[i]`` returns ``(image, target)``: ``image (Tensor[3, S, S])`` float32 RGB in [0, 1],
+    and ``target`` an :class:`~course.structures.Instances` with ``boxes (Tensor[N, 4])``
+    float32 tight ``(x1, y1, x2, y2)`` boxes of the visible masks
+    (:func:`course.boxes.masks_to_boxes`), ``labels (Tensor[N])`` int64, ``masks (Tensor[N, S,
+    S])`` bool visible masks in drawing order (back to front, pairwise disjoint), ``scores``
+    None, ``image_size`` ``(S, S)`` and ``image_id`` ``i``. Batch with :func:`collate`.
+    """
+
+    def __init__(self, split: str = "train", length: int | None = None, overlap: bool = False,
+                 image_size: int = 128, seed: int = 0) -> None:
+        if split not in _SPLIT_CODES:
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if length is None:
+            length = _DEFAULT_LENGTH[split]
+        if not _is_int(length) or length < 0:
+            raise ValueError(f"length must be an integer >= 0 (or None), got {length!r}")
+        if not _is_int(image_size) or image_size < 32:
+            raise ValueError(f"image_size must be an integer >= 32, got {image_size!r}")
+        if not _is_int(seed) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        self.split, self.length, self.overlap = split, int(length), bool(overlap)
+        self.image_size, self.seed = int(image_size), int(seed)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __repr__(self) -> str:
+        return (f"ShapesDataset(split={self.split!r}, length={self.length}, "
+                f"overlap={self.overlap}, image_size={self.image_size}, seed={self.seed})")
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Instances]:
+        i = operator.index(index)
+        if not -self.length <= i < self.length:
+            raise IndexError(f"index {index} is out of range for a dataset of {self.length} "
+                             "images")
+        i %= self.length
+        image, masks, labels = self._draw(self.generator(i))
+        size = (self.image_size, self.image_size)
+        return image, Instances(masks_to_boxes(masks).float(), labels, None, masks, size, i)
+
+    def generator(self, index: int) -> torch.Generator:
+        """The generator image ``index`` is drawn from, seeded from ``(split, seed, index)``."""
+        entropy = [_SPLIT_CODES[self.split], self.seed, int(index)]
+        state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)
+        return torch.Generator().manual_seed(int(state[0]))
+
+    def _draw(self, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """One image from ``g``: ``(image [3, S, S], masks [N, S, S], labels [N])``."""
+        s = self.image_size
+        background, shade = _textures(s, g)  # [3, S, S], [S, S]
+        ids = torch.zeros(s, s, dtype=torch.int64)  # [S, S] 1 + index of the object on top
+        labels: list[int] = []
+        colours: list[Tensor] = []
+        for k in range(int(torch.randint(1, 5, (), generator=g))):
+            placed = self._place(ids, g, first=k == 0)
+            if placed is None:
+                continue
+            label, window, mask = placed
+            local = background[(slice(None), *window)].mean(dim=(1, 2))  # [3]
+            colours.append(_distinct_colour(torch.stack([local, *colours]), g))
+            ids[window].masked_fill_(mask, len(labels) + 1)  # in place, through the view
+            labels.append(label)
+        return _render(background, shade, ids, labels, colours)
+
+    def _place(self, ids: Tensor, g: torch.Generator, first: bool
+               ) -> tuple[int, tuple[slice, slice], Tensor] | None:
+        """A random shape where it may go: ``(label, window, mask in the window)`` or None.
+
+        It must show at least ``_MIN_VISIBLE`` pixels inside the image and, without overlap,
+        keep ``_GAP`` away from the objects already in ``ids``. The first object falls back to
+        the image centre after the last try, so that every image has one.
+        """
+        s = self.image_size
+        for attempt in range(_TRIES):
+            u = torch.rand(5, generator=g, dtype=torch.float64).tolist()
+            label = 1 + min(int(u[0] * len(CLASSES)), len(CLASSES) - 1)
+            size = _SIZE_RANGE[0] + (_SIZE_RANGE[1] - _SIZE_RANGE[0]) * u[1]
+            centre = (s * u[3], s * u[4])
+            if first and attempt == _TRIES - 1:
+                centre = (s / 2, s / 2)
+            window, field = _shape_field(label, centre, size, 2 * math.pi * u[2], s, s, _GAP)
+            mask = field <= 0
+            if int(mask.sum()) < _MIN_VISIBLE:
+                continue
+            if not self.overlap and bool(((field <= _GAP) & (ids[window] > 0)).any()):
+                continue
+            return label, window, mask
+        return None
+
+    def coco_ground_truth(self) -> list[dict[str, Any]]:
+        """Every image's objects as :func:`course.ap.coco_evaluate` takes its ground truth.
+
+        Meant for the val split (200 images by default; each is drawn, about a millisecond).
+
+        Returns:
+            list of dicts, one per image in index order: ``image_id`` (int), ``labels [N]``,
+            ``masks [N, S, S]`` bool, ``boxes [N, 4]`` ``(x1, y1, x2, y2)``.
+        """
+        out = []
+        for i in range(len(self)):
+            target = self[i][1]
+            out.append({"image_id": i, "labels": target.labels, "masks": target.masks,
+                        "boxes": target.boxes})
+        return out
+
+    def write_coco(self, path: str | PathLike) -> None:
+        """Write the dataset's objects as a COCO instances json (RLE masks, named categories).
+
+        Read it back with :func:`course.coco.load_ground_truth`, or give it to pycocotools.
+        """
+        categories = {k: name for k, name in enumerate(CLASSES, start=1)}
+        data = ground_truth_to_coco(self.coco_ground_truth(), categories)
+        with open(path, "w") as f:
+            json.dump(data, f)
+
+
+def collate(batch: list[tuple[Tensor, Instances]]) -> tuple[Tensor, list[Instances]]:
+    """Stack images of one size and keep their targets in a list (a DataLoader ``collate_fn``).
+
+    Args:
+        batch: ``(image [3, H, W], target)`` pairs, as :class:`ShapesDataset` gives them.
+
+    Returns:
+        ``(images [B, 3, H, W], targets)``, ``targets`` a list of B :class:`Instances`.
+    """
+    if len(batch) == 0:
+        raise ValueError("collate needs at least one (image, target) pair")
+    images, targets = zip(*batch, strict=True)
+    return torch.stack(images), list(targets)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _shape_field(label: int, centre: tuple[float, float], size: float, angle: float,
+                 height: int, width: int, margin: float) -> tuple[tuple[slice, slice], Tensor]:
+    """A shape as a field over the window around it: ``f <= 0`` exactly where it is.
+
+    The fast form of :func:`shape_mask` (the same pixels): the field is computed only over the
+    shape's window, widened by ``margin`` and cut to the image. A circle's ``f`` is the signed
+    distance to its outline; a polygon's is the largest signed distance to the lines of its
+    sides (minus the distance to the outline inside, at most the distance to the shape outside),
+    so ``f <= margin`` holds every pixel centre within ``margin`` of the shape.
+
+    Args:
+        label: 1 circle, 2 square, 3 triangle (:data:`CLASSES`).
+        centre: ``(cx, cy)``; ``size``: diameter or side; ``angle``: rotation in radians.
+        height, width: the image size.
+        margin: how far around the shape the window reaches.
+
+    Returns:
+        ``((rows, cols), f)``: the window as slices and ``f`` Tensor[h, w] float64.
+    """
+    cx, cy = centre
+    reach = size * _REACH[label - 1] + margin
+    x0, x1 = max(0, math.floor(cx - reach)), min(width, math.ceil(cx + reach) + 1)
+    y0, y1 = max(0, math.floor(cy - reach)), min(height, math.ceil(cy + reach) + 1)
+    xs = torch.arange(x0, x1, dtype=torch.float64) + 0.5 - cx  # [w]
+    ys = torch.arange(y0, y1, dtype=torch.float64) + 0.5 - cy  # [h]
+    window = (slice(y0, y1), slice(x0, x1))
+    if label == 1:
+        return window, torch.hypot(xs[None, :], ys[:, None]) - size / 2  # [h, w]
+    sides, offset, apothem = (4, 0.0, size / 2) if label == 2 else \
+        (3, math.pi / 2, size / (2 * math.sqrt(3)))
+    a = angle + offset + 2 * math.pi / sides * torch.arange(sides, dtype=torch.float64)  # [K]
+    along = a.cos()[:, None, None] * xs[None, None, :] + a.sin()[:, None, None] * ys[None, :, None]
+    return window, along.amax(dim=0) - apothem  # [K, h, w] -> [h, w]
+
+
+def _textures(size: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A background and the objects' texture, for a ``size x size`` image.
+
+    The background is a random colour with a gradient in a random direction and a grain, the
+    idea of :func:`_background` at half its cost (the grain is one channel, not three); the
+    texture is the factor that object colours are multiplied by, a slight noise around 1.
+
+    Returns:
+        ``(background [3, S, S] float32 in [0, 1], shade [S, S] float32)``.
+    """
+    base = 0.35 + 0.3 * torch.rand(3, 1, 1, generator=g)  # [3, 1, 1]
+    angle = 2 * math.pi * float(torch.rand((), generator=g))
+    steps = torch.linspace(-0.08, 0.08, size)  # the gradient spans 0.16 across the image
+    ramp = math.cos(angle) * steps[None, :] + math.sin(angle) * steps[:, None]  # [S, S]
+    noise = torch.randn(2, size, size, generator=g)  # [2, S, S]
+    background = (base + (ramp + 0.04 * noise[0])).clamp(0, 1)  # [3, S, S]
+    return background, 1 + 0.06 * noise[1]
+
+
+def _distinct_colour(references: Tensor, g: torch.Generator) -> Tensor:
+    """A random RGB colour at least ``_MIN_COLOUR_DISTANCE`` from each of ``references [R, 3]``.
+
+    Draws a few candidates at once and takes the first that is far enough (the farthest if
+    none is). Returns Tensor[3] float32.
+    """
+    candidates = torch.rand(_COLOUR_CANDIDATES, 3, generator=g)  # [C, 3]
+    distance = torch.cdist(candidates, references.float()).amin(dim=1)  # [C]
+    far = distance >= _MIN_COLOUR_DISTANCE
+    pick = int(far.int().argmax()) if bool(far.any()) else int(distance.argmax())
+    return candidates[pick]
+
+
+def _render(background: Tensor, shade: Tensor, ids: Tensor, labels: list[int],
+            colours: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Paint the objects of the id map; drop those with fewer than ``_MIN_VISIBLE`` pixels.
+
+    Args:
+        background (Tensor[3, H, W]), shade (Tensor[H, W]): the background and the objects'
+            texture.
+        ids (Tensor[H, W]): int64, ``k + 1`` where object ``k`` is on top, 0 elsewhere.
+        labels, colours: each object's class and RGB colour (Tensor[3]).
+
+    Returns:
+        ``(image [3, H, W] float32, masks [N, H, W] bool, labels [N] int64)``.
+    """
+    height, width = ids.shape
+    masks = ids[None] == torch.arange(1, len(labels) + 1)[:, None, None]  # [n, H, W]
+    keep = masks.flatten(1).sum(dim=1) >= _MIN_VISIBLE  # [n]
+    masks = masks[keep]  # [N, H, W]
+    cover = masks.flatten(1).float()  # [N, HW]
+    # one matrix product paints every object its colour (0 where there is none)
+    colour = (torch.stack(colours)[keep].T @ cover).view(3, height, width)  # [3, H, W]
+    painted = cover.sum(dim=0).view(height, width)  # [H, W] 1 on objects, else 0
+    image = torch.lerp(background, colour * shade, painted).clamp(0, 1)
+    return image, masks, torch.tensor(labels, dtype=torch.int64)[keep]

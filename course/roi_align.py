@@ -27,8 +27,18 @@ Two implementations of each op: a loop that reads like the definition
 (:func:`roi_align`, :func:`roi_pool`). The fast ROIAlign uses that bilinear sampling is
 separable: the output of one RoI and one channel is ``A_y F A_x^T``, where row ``p`` of
 ``A_y [PH, H]`` holds the interpolation weights of every sample in bin row ``p``, divided by the
-number of samples. Two matrix products per RoI, on a window of the map that covers the RoI;
-plain PyTorch, so it runs on CPU and CUDA alike. Gradients flow to ``input``, not to ``boxes``.
+number of samples. Gradients flow to ``input``, not to ``boxes``. It has two paths, in plain
+PyTorch:
+
+- on the CPU, two matrix products per group of RoIs, on a window of the map that covers them;
+  the windows are planned from the boxes' values, read on the host.
+- on a GPU (any device but the CPU), :func:`_roi_align_dense`: reading a value on the host
+  would make the CPU wait for every kernel queued before it, at every call, so this path reads
+  nothing back and all its shapes follow from the arguments' shapes. It keeps the non-zeros of
+  ``A_y`` and ``A_x`` (at most ``2 sampling_ratio`` per row) and applies them by gathering whole
+  map rows, then columns, for fixed-size chunks of RoIs. The boxes' values are not checked
+  there. :func:`multiscale_roi_align` still reads on the host once per pyramid level, to split
+  the boxes among the levels.
 """
 
 from __future__ import annotations
@@ -78,13 +88,17 @@ def _check_scale(spatial_scale: float) -> None:
 
 
 def as_rois(boxes: BoxesLike, num_images: int, dtype: torch.dtype = torch.float64,
-            device: torch.device | str | None = None) -> Tensor:
+            device: torch.device | str | None = None, check_values: bool = True) -> Tensor:
     """Validate ``boxes`` and return them as ``Tensor[K, 5]`` ``(batch index, x1, y1, x2, y2)``.
 
     Args:
         boxes (Tensor[K, 5] or list of Tensor[L, 4]): in the second form, list entry ``i``
             holds the boxes of image ``i``.
         num_images: ``N``, the batch size of the feature map the boxes index.
+        check_values: also check the values (finite, batch indices in range). Each check
+            reads its answer on the host, which on a GPU waits for all the work queued
+            before it, so :func:`roi_align` skips them there (see :func:`_roi_align_dense`).
+            Shapes and types are always checked: they are known on the host.
 
     Raises:
         TypeError: ``boxes`` is neither a tensor nor a list of tensors.
@@ -115,6 +129,13 @@ def as_rois(boxes: BoxesLike, num_images: int, dtype: torch.dtype = torch.float6
     else:
         raise TypeError("boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], "
                         f"got {type(boxes).__name__}")
+    if check_values:
+        _check_values(rois, num_images)
+    return rois
+
+
+def _check_values(rois: Tensor, num_images: int) -> None:
+    """Raise ValueError, naming the row, for a non-finite ``rois`` or a bad batch index."""
     if not bool(torch.isfinite(rois).all()):
         k = int((~torch.isfinite(rois)).any(1).nonzero()[0])
         raise ValueError(f"boxes must be finite, found {rois[k].tolist()} in row {k}")
@@ -124,7 +145,6 @@ def as_rois(boxes: BoxesLike, num_images: int, dtype: torch.dtype = torch.float6
         k = int(bad.nonzero()[0])
         raise ValueError(f"boxes[{k}, 0] = {index[k].item()} is not a batch index of input "
                          f"(an integer in [0, {num_images}))")
-    return rois
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,7 +263,7 @@ def roi_align_reference(input: Tensor, boxes: BoxesLike, output_size: int | Sequ
 
 
 def interpolation_matrix(start: Tensor, bin_size: Tensor, grid: Tensor, bins: int,
-                         size: int) -> Tensor:
+                         size: int, samples: int | None = None) -> Tensor:
     """ROIAlign along one axis as a matrix: row ``p`` averages the samples of bin ``p``.
 
     ``A[k, p, h]`` is the total bilinear weight that the samples of bin ``p`` of RoI ``k``
@@ -256,20 +276,24 @@ def interpolation_matrix(start: Tensor, bin_size: Tensor, grid: Tensor, bins: in
         grid (Tensor[K]): int64 samples per bin side (0: no samples).
         bins: bins along this axis (``PH`` or ``PW``).
         size: the map's extent along this axis (``H`` or ``W``).
+        samples: how many consecutive samples of each bin to place, from (about) its first
+            one at or past ``-1``; any number that reaches every sample inside ``[-1, size]``
+            gives the same matrix. ``None``: ``grid.max()``, read on the host.
 
     Returns:
         Tensor[K, bins, size] in ``start``'s dtype.
     """
     k, dtype, device = start.shape[0], start.dtype, start.device
-    samples = max(int(grid.max()), 1) if k else 1
+    if samples is None:
+        samples = max(int(grid.max()), 1) if k else 1
     p = torch.arange(bins, dtype=dtype, device=device)  # [P]
-    s = torch.arange(samples, dtype=dtype, device=device)  # [G]
     count = grid.clamp(min=1).to(dtype)  # [K]
+    left = start[:, None] + p[None, :] * bin_size[:, None]  # [K, P] each bin's first edge
+    s = _first_sample(left, bin_size, count)[:, :, None] + torch.arange(samples, device=device)
     # the kernel's order of operations: (start + p bin) + ((s + 0.5) bin) / count
-    pos = ((start[:, None, None] + p[None, :, None] * bin_size[:, None, None])
-           + ((s[None, None, :] + 0.5) * bin_size[:, None, None]) / count[:, None, None])
-    used = torch.arange(samples, device=device) < grid[:, None, None]  # [K, 1, G]
-    inside = used & (pos >= -1.0) & (pos <= size)  # [K, P, G]; False for NaN
+    pos = (left[:, :, None]
+           + ((s.to(dtype) + 0.5) * bin_size[:, None, None]) / count[:, None, None])  # [K, P, G]
+    inside = (s < grid[:, None, None]) & (pos >= -1.0) & (pos <= size)  # False for NaN
     pos = torch.where(inside, pos, 0.0).clamp(min=0)  # samples outside weigh 0 anyway
     low = pos.to(torch.int64)  # truncation = floor for pos >= 0
     edge = low >= size - 1
@@ -283,13 +307,39 @@ def interpolation_matrix(start: Tensor, bin_size: Tensor, grid: Tensor, bins: in
     return matrix
 
 
+def _first_sample(left: Tensor, bin_size: Tensor, count: Tensor) -> Tensor:
+    """Per bin, the index of a sample at most two before the first one at or past ``-1``.
+
+    Earlier samples lie left of ``-1`` and weigh nothing, so they can be skipped. Only bins
+    whose samples ascend skip any; the bound allows for rounding in the division.
+
+    Args:
+        left (Tensor[K, P]): first edge of each bin.
+        bin_size (Tensor[K]): bin size of each RoI.
+        count (Tensor[K]): samples per bin side (at least 1), in ``left``'s dtype.
+
+    Returns:
+        Tensor[K, P] int64 in ``[0, count]``.
+    """
+    step = (bin_size / count)[:, None]  # [K, 1] distance between samples
+    first = torch.floor((-1.0 - left) / step - 0.5) - 1  # s with left + (s + 0.5) step = -1
+    first = torch.where(step > 0, first, 0.0).nan_to_num(0.0, 0.0, 0.0)
+    return torch.minimum(first.clamp(min=0), count[:, None]).to(torch.int64)
+
+
 def roi_align_matrices(rois: Tensor, output_size: int | Sequence[int], spatial_scale: float,
                        sampling_ratio: int, aligned: bool, height: int,
-                       width: int) -> tuple[Tensor, Tensor]:
+                       width: int, sync_free: bool = False) -> tuple[Tensor, Tensor]:
     """The interpolation matrices ``A_y [K, PH, H]`` and ``A_x [K, PW, W]`` of every RoI.
 
     Computed in ``rois``' dtype with the same operations as torchvision's kernel, so that
     sample positions and grid sizes agree to the last bit in float32 too.
+
+    With ``sync_free=True`` nothing is read back to the host: with ``sampling_ratio <= 0`` the
+    largest grid is unknown, so each bin places ``2 size + 6`` samples from its first one
+    near ``-1``. That is enough: a grid of ``ceil(bin)`` samples in a bin of size ``bin > 1``
+    spaces them more than 1/2 pixel apart, so at most ``2 size + 3`` lie in ``[-1, size]``
+    (a smaller bin has one sample).
     """
     bins_h, bins_w = _pair(output_size)
     offset = 0.5 if aligned else 0.0
@@ -297,13 +347,17 @@ def roi_align_matrices(rois: Tensor, output_size: int | Sequence[int], spatial_s
     roi_w, roi_h = x2 - x1, y2 - y1
     if not aligned:
         roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
+    samples_h = samples_w = None
     if sampling_ratio > 0:
         grid_h = grid_w = torch.full(roi_h.shape, sampling_ratio, device=rois.device)
+        samples_h = samples_w = sampling_ratio
     else:
         grid_h = torch.ceil(roi_h / bins_h).clamp(min=0).to(torch.int64)
         grid_w = torch.ceil(roi_w / bins_w).clamp(min=0).to(torch.int64)
-    a_y = interpolation_matrix(y1, roi_h / bins_h, grid_h, bins_h, height)
-    a_x = interpolation_matrix(x1, roi_w / bins_w, grid_w, bins_w, width)
+        if sync_free:
+            samples_h, samples_w = 2 * height + 6, 2 * width + 6
+    a_y = interpolation_matrix(y1, roi_h / bins_h, grid_h, bins_h, height, samples_h)
+    a_x = interpolation_matrix(x1, roi_w / bins_w, grid_w, bins_w, width, samples_w)
     return a_y, a_x
 
 
@@ -461,7 +515,9 @@ def roi_align(input: Tensor, boxes: BoxesLike, output_size: int | Sequence[int],
 
     The same signature and results as ``torchvision.ops.roi_align`` (see the module
     docstring for the conventions); the default here is ``aligned=True``, the corrected
-    half-pixel convention, where torchvision's default is ``False``.
+    half-pixel convention, where torchvision's default is ``False``. On the CPU the RoIs are
+    pooled from windows planned on the host; on any other device by :func:`_roi_align_dense`,
+    which never waits for the device, and there the boxes' values are not checked.
 
     Args:
         input (Tensor[N, C, H, W]): feature maps.
@@ -481,7 +537,11 @@ def roi_align(input: Tensor, boxes: BoxesLike, output_size: int | Sequence[int],
         raise TypeError(f"sampling_ratio must be an int, got {type(sampling_ratio).__name__}")
     bins_h, bins_w = _pair(output_size)
     n_img, channels, height, width = input.shape
-    rois = as_rois(boxes, n_img, input.dtype, input.device)
+    on_device = input.device.type != "cpu"  # the planner below reads the boxes on the host
+    rois = as_rois(boxes, n_img, input.dtype, input.device, check_values=not on_device)
+    if on_device:
+        return _roi_align_dense(input, rois, (bins_h, bins_w), spatial_scale, sampling_ratio,
+                                aligned)
     a_y, a_x = roi_align_matrices(rois, (bins_h, bins_w), spatial_scale, sampling_ratio,
                                   aligned, height, width)
     plan = _plan(rois[:, 0].to(torch.int64), a_y, a_x, channels)
@@ -511,6 +571,170 @@ class RoIAlign(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
+# ROIAlign on an accelerator: fixed shapes, nothing read back to the host
+# ---------------------------------------------------------------------------------------------
+
+
+def _axis_taps(matrix: Tensor, sampling_ratio: int) -> tuple[Tensor, Tensor]:
+    """The interpolation matrices of one axis as ``(index, weight)``: their non-zero entries.
+
+    With ``G = sampling_ratio > 0`` samples per bin, a row of ``matrix`` has at most ``2 G``
+    non-zeros (two neighbours per sample), which ``topk`` finds with a fixed output shape.
+    Otherwise (or when ``2 G`` is not below ``S``) every entry is kept, shared by the rows.
+
+    Args:
+        matrix (Tensor[K, P, S]): ``A_y`` or ``A_x`` of every RoI.
+        sampling_ratio: as in :func:`roi_align`.
+
+    Returns:
+        ``index (Tensor[K, Q, R])`` int64 and ``weight (Tensor[K, Q, P / Q, R])``, such that
+        ``matrix[k] @ T`` for a table ``T [S, D]`` is ``weight[k, q] @ T[index[k, q]]``
+        stacked over ``q``: ``Q = P, R = 2 G`` (each row its own taps) or ``Q = 1, R = S``.
+    """
+    k, bins, size = matrix.shape
+    if 0 < 2 * sampling_ratio < size:
+        weight, index = matrix.topk(2 * sampling_ratio, dim=2)  # [K, P, 2G] each
+        return index, weight[:, :, None]  # [K, P, 2G], [K, P, 1, 2G]
+    index = torch.arange(size, device=matrix.device).expand(k, 1, size)  # [K, 1, S]
+    return index, matrix[:, None]  # [K, 1, S], [K, 1, P, S]
+
+
+def _gather_mm(table: Tensor, index: Tensor, weight: Tensor) -> Tensor:
+    """``weight[g] @ table[index[g]]`` for every ``g``: small sparse matrices times a table.
+
+    Args:
+        table (Tensor[T, D]): the rows to read.
+        index (Tensor[G, R]): int64 rows of ``table``.
+        weight (Tensor[G, P, R]): the weights of those rows.
+
+    Returns:
+        Tensor[G, P, D].
+    """
+    rows = table.index_select(0, index.reshape(-1))  # [G R, D]
+    return torch.bmm(weight, rows.view(*index.shape, table.shape[1]))  # [G, P, D]
+
+
+def _scatter_mm(grad: Tensor, index: Tensor, weight: Tensor, out: Tensor) -> Tensor:
+    """The transpose of :func:`_gather_mm`: ``out[index[g]] += weight[g]^T @ grad[g]``.
+
+    ``grad (Tensor[G, P, D])``; ``out (Tensor[T, D])`` is changed in place and returned.
+    """
+    rows = torch.bmm(weight.transpose(1, 2), grad)  # [G, R, D]
+    return out.index_add_(0, index.reshape(-1), rows.flatten(0, 1))  # [T, D]
+
+
+def _chunk_taps(taps: tuple[Tensor, ...], image: Tensor, start: int, stop: int, height: int,
+                width: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The taps of RoIs ``start:stop`` as :func:`_gather_mm` reads them, for both steps.
+
+    Step one reads rows of the map ``[N H, W C]`` (shifted to each RoI's image), step two
+    columns of step one's result ``[n PH W, C]`` (shifted to each RoI and bin row).
+
+    Returns:
+        ``rows [n Qy, Ry]``, ``row_weight [n Qy, PH / Qy, Ry]``, ``cols [n PH Qx, Rx]``,
+        ``col_weight [n PH Qx, PW / Qx, Rx]``.
+    """
+    index_y, weight_y, index_x, weight_x = (t[start:stop] for t in taps)
+    n, bins_h = len(index_y), weight_y.shape[1] * weight_y.shape[2]
+    rows = index_y + (image[start:stop] * height)[:, None, None]  # [n, Qy, Ry]
+    first = torch.arange(n * bins_h, device=image.device).view(n, bins_h, 1, 1) * width
+    cols = index_x[:, None] + first  # [n, PH, Qx, Rx]
+    weight_x = weight_x[:, None].expand(n, bins_h, *weight_x.shape[1:])  # [n, PH, Qx, PW/Qx, Rx]
+    return rows.flatten(0, 1), weight_y.flatten(0, 1), cols.flatten(0, 2), weight_x.flatten(0, 2)
+
+
+class _DenseRoIAlign(torch.autograd.Function):
+    """``out[k] = A_y[k] F[b_k] A_x[k]^T`` from the non-zeros of ``A_y`` and ``A_x``, in chunks.
+
+    Each chunk of RoIs gathers the map rows that its row taps name and weighs them
+    (:func:`_gather_mm`), then does the same along the columns. Every shape follows from
+    ``K``, the map and the arguments, never from the boxes' values. The backward is the
+    transpose (:func:`_scatter_mm`), added into one gradient of the map.
+    """
+
+    @staticmethod
+    def forward(ctx, input: Tensor, image: Tensor, taps: tuple[Tensor, ...],
+                chunk: int) -> Tensor:
+        n_img, channels, height, width = input.shape
+        k = len(image)
+        bins_h, bins_w = (w.shape[1] * w.shape[2] for w in taps[1::2])  # from the weights
+        ctx.image, ctx.taps, ctx.sizes = image, taps, (input.shape, chunk)
+        feature = input.permute(0, 2, 3, 1).reshape(n_img * height, width * channels)  # [N H, W C]
+        out = input.new_empty(k, channels, bins_h, bins_w)
+        for start in range(0, k, chunk):
+            rows, weight_y, cols, weight_x = _chunk_taps(taps, image, start, start + chunk,
+                                                         height, width)
+            n = min(chunk, k - start)
+            t = _gather_mm(feature, rows, weight_y)  # [n Qy, PH / Qy, W C]
+            t = t.view(n * bins_h * width, channels)  # [n PH W, C]
+            cells = _gather_mm(t, cols, weight_x)  # [n PH Qx, PW / Qx, C]
+            out[start:start + n] = cells.view(n, bins_h, bins_w, channels).permute(0, 3, 1, 2)
+        return out  # [K, C, PH, PW]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None, None]:
+        image, taps, ((n_img, channels, height, width), chunk) = ctx.image, ctx.taps, ctx.sizes
+        grad = grad_out.permute(0, 2, 3, 1)  # [K, PH, PW, C]
+        bins_h = grad.shape[1]
+        grad_feature = grad.new_zeros(n_img * height, width * channels)  # [N H, W C]
+        for start in range(0, len(image), chunk):
+            rows, weight_y, cols, weight_x = _chunk_taps(taps, image, start, start + chunk,
+                                                         height, width)
+            n = min(chunk, len(image) - start)
+            g = grad[start:start + n].reshape(*weight_x.shape[:2], channels)  # [n PH Qx, PW/Qx, C]
+            grad_t = _scatter_mm(g, cols, weight_x, grad.new_zeros(n * bins_h * width, channels))
+            grad_t = grad_t.view(*weight_y.shape[:2], width * channels)  # [n Qy, PH / Qy, W C]
+            _scatter_mm(grad_t, rows, weight_y, grad_feature)
+        grad_input = grad_feature.view(n_img, height, width, channels).permute(0, 3, 1, 2)
+        return grad_input, None, None, None  # [N, C, H, W]
+
+
+def _roi_align_dense(input: Tensor, rois: Tensor, output_size: tuple[int, int],
+                     spatial_scale: float, sampling_ratio: int, aligned: bool,
+                     budget: int = 2**26) -> Tensor:
+    """:func:`roi_align` with nothing read back to the host: the path for a GPU.
+
+    The CPU path plans its windows from the boxes' values, read on the host, which on a GPU
+    would wait at every call for all the work queued before it. Here the interpolation
+    matrices are built with ``sync_free=True`` and reduced to their non-zeros
+    (:func:`_axis_taps`), and :class:`_DenseRoIAlign` applies them to whole map rows, then
+    columns, for chunks of RoIs that hold about ``budget`` numbers at a time. With
+    ``sampling_ratio > 0`` each bin row reads ``2 sampling_ratio`` map rows of ``W C``
+    numbers; with ``sampling_ratio <= 0`` each RoI reads all of its image (much slower).
+
+    The boxes' values are not checked on this path (``as_rois(..., check_values=False)``):
+    each check reads its answer on the host. ``torch._assert_async`` would not wait, but when
+    it fails it leaves the GPU unusable until the process restarts, too harsh for a mistake
+    in a notebook. So here a batch index out of ``[0, N)`` fails in the gather (on a GPU as a
+    device-side assert), a fractional one is truncated, and a box with a NaN or infinite
+    coordinate gets no sample on the map and pools zeros; the same call on the CPU names the
+    bad row.
+
+    Args:
+        input (Tensor[N, C, H, W]): feature maps.
+        rois (Tensor[K, 5]): as :func:`as_rois` returns them, in ``input``'s dtype.
+        output_size: ``(PH, PW)``; the other arguments as in :func:`roi_align`.
+        budget: numbers held by a chunk's gathers, 256 MB in float32 by default (a chunk
+            has at least one RoI).
+
+    Returns:
+        Tensor[K, C, PH, PW], differentiable with respect to ``input``.
+    """
+    n_img, channels, height, width = input.shape
+    a_y, a_x = roi_align_matrices(rois, output_size, spatial_scale, sampling_ratio, aligned,
+                                  height, width, sync_free=True)
+    index_y, weight_y = _axis_taps(a_y, sampling_ratio)  # [K, Qy, Ry], [K, Qy, PH / Qy, Ry]
+    index_x, weight_x = _axis_taps(a_x, sampling_ratio)  # [K, Qx, Rx], [K, Qx, PW / Qx, Rx]
+    bins_h, bins_w = output_size
+    per_roi = ((index_y.shape[1] * index_y.shape[2] + bins_h) * width
+               + bins_h * (index_x.shape[1] * index_x.shape[2] + bins_w)) * channels
+    chunk = max(budget // max(per_roi, 1), 1)
+    image = rois[:, 0].to(torch.int64)  # [K]
+    return _DenseRoIAlign.apply(input, image, (index_y, weight_y, index_x, weight_x), chunk)
+
+
+# ---------------------------------------------------------------------------------------------
 # Pooling from a feature pyramid
 # ---------------------------------------------------------------------------------------------
 
@@ -518,13 +742,17 @@ class RoIAlign(nn.Module):
 def multiscale_roi_align(features: Sequence[Tensor], boxes: BoxesLike,
                          output_size: int | Sequence[int], sampling_ratio: int = 2,
                          aligned: bool = True, strides: Sequence[int] = (4, 8, 16, 32),
-                         canonical_size: float = 224.0, canonical_level: int = 4) -> Tensor:
+                         canonical_size: float = 224.0, canonical_level: int = 4,
+                         pool: str = "align") -> Tensor:
     """ROIAlign from a feature pyramid: each box pools from the level its size calls for.
 
     Box ``k`` goes to level ``course.boxes.fpn_level`` (FPN eq. 1, clamped to the pyramid's
     levels) and is pooled by :func:`roi_align` from that level's map with
     ``spatial_scale = 1 / stride``. Equal to ``torchvision.ops.MultiScaleRoIAlign`` with
-    ``aligned=False`` (torchvision's pooler always uses ``aligned=False``).
+    ``aligned=False`` (torchvision's pooler always uses ``aligned=False``). With
+    ``pool="pool"`` each box is pooled by :func:`roi_pool` instead (``sampling_ratio`` and
+    ``aligned`` are then unused): the same pyramid with Fast R-CNN's quantised pooling, for
+    comparing the two.
 
     Args:
         features (list of Tensor[N, C, H_l, W_l]): the maps, finest first.
@@ -535,6 +763,10 @@ def multiscale_roi_align(features: Sequence[Tensor], boxes: BoxesLike,
 
     Returns:
         Tensor[K, C, PH, PW], rows in the order of ``boxes``.
+
+    On a GPU the pooling itself never waits (:func:`_roi_align_dense`), but this function
+    does: it checks the boxes' values and splits them among the levels with ``nonzero``,
+    whose result size is read on the host, once per level.
     """
     if not isinstance(features, list | tuple) or not features:
         raise TypeError("features must be a non-empty list of Tensor[N, C, H, W], got "
@@ -551,13 +783,18 @@ def multiscale_roi_align(features: Sequence[Tensor], boxes: BoxesLike,
             or levels != list(range(levels[0], levels[0] + len(levels)))):
         raise ValueError(f"strides must be consecutive powers of two, one per level of "
                          f"features ({len(features)}), got {list(strides)}")
+    if pool not in ("align", "pool"):
+        raise ValueError(f"pool must be 'align' or 'pool', got {pool!r}")
     rois = as_rois(boxes, features[0].shape[0], features[0].dtype, features[0].device)
     level = fpn_level(rois[:, 1:], levels[0], levels[-1], canonical_size, canonical_level)
     pooled, order = [], []
     for k, feature, stride in zip(levels, features, strides, strict=True):
         index = (level == k).nonzero().squeeze(1).to(rois.device)  # [K_l]
-        pooled.append(roi_align(feature, rois[index], output_size, 1.0 / stride,
-                                sampling_ratio, aligned))
+        if pool == "align":
+            pooled.append(roi_align(feature, rois[index], output_size, 1.0 / stride,
+                                    sampling_ratio, aligned))
+        else:
+            pooled.append(roi_pool(feature, rois[index], output_size, 1.0 / stride))
         order.append(index)
     inverse = torch.argsort(torch.cat(order))  # back to the input order
     return torch.cat(pooled)[inverse]  # [K, C, PH, PW]

@@ -8,11 +8,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import to_rgb
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 from torch import Tensor
 
 from course.data import CLASSES
 from course.matching import MatchResult
+from course.structures import Instances
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
            "#bfef45", "#469990", "#9a6324", "#800000", "#808000", "#000075", "#a9a9a9"]
@@ -177,6 +178,44 @@ def draw_panoptic(ids: Tensor | np.ndarray, segments: dict[int, tuple[int, bool]
         label = f"{names[int(cat) - 1]}{' (crowd)' if crowd else ''}"
         ax.text(xs[i], ys[i], label, color="white", fontsize=6, ha="center", va="center",
                 bbox={"facecolor": PALETTE[k % len(PALETTE)], "pad": 0.8, "lw": 0, "alpha": 0.8})
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def draw_detections(image: Tensor | np.ndarray | None, instances: Instances,
+                    ax: Axes | None = None, class_names: Sequence[str] = CLASSES,
+                    min_score: float = 0.5, alpha: float = 0.45,
+                    title: str | None = None) -> Axes:
+    """Draw an :class:`~course.structures.Instances`: masks (if any), boxes, class and score.
+
+    Args:
+        image (Tensor[3, H, W] or None): the picture underneath (float in [0, 1]).
+        instances: detections or ground truth (without scores, every object is drawn).
+        min_score: detections scoring below this are left out.
+    """
+    if instances.scores is not None:
+        instances = instances[instances.scores >= min_score]
+    labels = _np(instances.labels).astype(int)
+    if labels.size and (labels.min() < 1 or labels.max() > len(class_names)):
+        raise ValueError(f"labels must be in 1..{len(class_names)} (class_names has "
+                         f"{len(class_names)}), got {sorted(set(labels.tolist()))}")
+    ax = _axes(ax)
+    canvas = _image(image, instances.image_size).astype(float).copy()
+    masks = _np(instances.masks).astype(bool) if instances.masks is not None else None
+    for i in range(len(instances)):
+        if masks is not None:
+            _overlay(canvas, masks[i], PALETTE[i % len(PALETTE)], alpha)
+    ax.imshow(canvas, interpolation="nearest")
+    for i, (x1, y1, x2, y2) in enumerate(_np(instances.boxes).tolist()):
+        colour = PALETTE[i % len(PALETTE)]
+        ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False,
+                               edgecolor=colour, linewidth=1.0))
+        text = class_names[labels[i] - 1]
+        if instances.scores is not None:
+            text += f" {float(instances.scores[i]):.2f}"
+        ax.text(x1 - 0.5, y1 - 1.5, text, color="white", fontsize=6,
+                bbox={"facecolor": colour, "pad": 1, "lw": 0})
     if title:
         ax.set_title(title, fontsize=9)
     return ax

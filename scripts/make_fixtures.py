@@ -762,6 +762,102 @@ def build_ap_over_thresholds() -> list[Case]:
     return cases
 
 
+# ---------------------------------------------------------------------------------------------
+# Chapter 09: anchors, box coding, labelling anchors
+# ---------------------------------------------------------------------------------------------
+
+
+def build_grid_anchors() -> list[Case]:
+    from course.model.anchors import grid_anchors
+
+    specs = [("one ratio on a 1 x 1 map", "the anchor is centred on the cell's centre",
+              16.0, [1.0], 4, 1, 1),
+             ("three ratios on a 2 x 3 map", "rows: position by position (row, then column), "
+              "then ratio by ratio; ratio = height / width, area = size**2", 32.0,
+              [0.5, 1.0, 2.0], 8, 2, 3),
+             ("stride 16, a 4 x 2 map", "cell (i, j) is centred at ((j + 0.5) s, (i + 0.5) s)",
+              64.0, [1.0, 2.0], 16, 4, 2),
+             ("wide and tall ratios", "w = size / sqrt(ratio), h = size * sqrt(ratio)", 24.0,
+              [0.25, 4.0], 4, 3, 3)]
+    cases = []
+    for name, hint, size, ratios, stride, h, w in specs:
+        value = grid_anchors(size, ratios, stride, h, w).numpy()
+        cases.append(Case(name, hint, [np.array(size), np.array(ratios, dtype=np.float64),
+                                       np.array(stride), np.array(h), np.array(w)],
+                          {"value": value}))
+    return cases
+
+
+def _coding_boxes(rng: np.random.Generator, n: int) -> np.ndarray:
+    xy = rng.random((n, 2)) * 100
+    return np.concatenate([xy, xy + 2 + rng.random((n, 2)) * 60], axis=1)
+
+
+def build_encode_boxes() -> list[Case]:
+    from course.model.box_coding import encode_boxes
+
+    rng = _rng(90)
+    ref = _coding_boxes(rng, 6)
+    cases = []
+    for name, hint, targets, weights in [
+            ("boxes equal to the reference", "identical boxes have offsets 0", ref.copy(),
+             (1.0, 1.0, 1.0, 1.0)),
+            ("random boxes, unit weights", "centre offsets in reference widths and heights, "
+             "sizes as log-ratios", _coding_boxes(rng, 6), (1.0, 1.0, 1.0, 1.0)),
+            ("random boxes, weights (10, 10, 5, 5)", "each offset is multiplied by its weight",
+             _coding_boxes(rng, 6), (10.0, 10.0, 5.0, 5.0))]:
+        value = encode_boxes(torch.from_numpy(targets), torch.from_numpy(ref), weights).numpy()
+        cases.append(Case(name, hint, [targets, ref, np.array(weights)], {"value": value}))
+    return cases
+
+
+def build_decode_boxes() -> list[Case]:
+    from course.model.box_coding import decode_boxes
+
+    rng = _rng(91)
+    ref = _coding_boxes(rng, 6)
+    huge = rng.normal(size=(6, 4))
+    huge[:, 2:] = 8.0  # exp(8) would be a box 3000 times wider: clamped
+    cases = []
+    for name, hint, deltas, weights in [
+            ("zero offsets", "offsets 0 give back the reference boxes", np.zeros((6, 4)),
+             (1.0, 1.0, 1.0, 1.0)),
+            ("random offsets, unit weights", "divide by the weights, then undo the log and the "
+             "centre shift", rng.normal(size=(6, 4)) * 0.5, (1.0, 1.0, 1.0, 1.0)),
+            ("random offsets, weights (10, 10, 5, 5)", "divide each offset by its weight first",
+             rng.normal(size=(6, 4)) * 3, (10.0, 10.0, 5.0, 5.0)),
+            ("very large dw, dh", "clamp dw / ww and dh / wh at log(1000 / 16) before exp",
+             huge, (1.0, 1.0, 1.0, 1.0))]:
+        value = decode_boxes(torch.from_numpy(deltas), torch.from_numpy(ref), weights).numpy()
+        cases.append(Case(name, hint, [deltas, ref, np.array(weights)], {"value": value}))
+    return cases
+
+
+def build_label_anchors() -> list[Case]:
+    from course.model.assign import match_boxes
+
+    rng = _rng(92)
+    tie = np.array([[0.2, 0.55, 0.55, 0.1], [0.0, 0.1, 0.2, 0.9]])
+    lonely = np.array([[0.0, 0.0, 0.0], [0.1, 0.8, 0.4]])
+    specs = [("random IoU, 3 objects x 40 anchors", "IoU >= high: 1; below low: 0; between: -1",
+              rng.random((3, 40)) * 0.9, 0.7, 0.3),
+             ("an object whose best IoU is low", "each object's best anchor is positive, "
+              "whatever its IoU", np.array([[0.1, 0.45, 0.2], [0.05, 0.0, 0.75]]), 0.7, 0.3),
+             ("a tie for an object's best anchor", "every anchor that ties for an object's "
+              "best IoU is positive", tie, 0.7, 0.3),
+             ("an object that overlaps no anchor", "an object with best IoU 0 makes no anchor "
+              "positive", lonely, 0.7, 0.3),
+             ("no objects", "without objects every anchor is negative", np.zeros((0, 5)), 0.7,
+              0.3),
+             ("high == low", "with high == low nothing is ignored", rng.random((2, 12)), 0.5,
+              0.5)]
+    cases = []
+    for name, hint, iou, high, low in specs:
+        label = match_boxes(torch.from_numpy(iou), high, low, low_quality=True).label.numpy()
+        cases.append(Case(name, hint, [iou, np.array(high), np.array(low)], {"value": label}))
+    return cases
+
+
 BUILDERS: dict[str, Callable[[], list[Case]]] = {
     "mask_area": build_mask_area,
     "mask_iou": build_mask_iou,
@@ -789,6 +885,11 @@ BUILDERS: dict[str, Callable[[], list[Case]]] = {
     "bilinear_interpolate": build_bilinear_interpolate,
     "roi_align_bin": build_roi_align_bin,
     "multiscale_roi_align": build_multiscale_roi_align,
+    # chapter 09
+    "grid_anchors": build_grid_anchors,
+    "encode_boxes": build_encode_boxes,
+    "decode_boxes": build_decode_boxes,
+    "label_anchors": build_label_anchors,
 }
 
 

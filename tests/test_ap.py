@@ -486,3 +486,20 @@ def test_course_runs_with_the_reference_packages_blocked():
     out = subprocess.run([sys.executable, "-c", BLOCKED], capture_output=True, text=True,
                          cwd=ROOT, check=True)
     assert out.stdout.split("\n")[:2] == ["1.0", "[]"]
+
+
+def test_ap_per_threshold_holds_ap50_and_ap75_and_averages_to_ap():
+    g = torch.Generator().manual_seed(5)
+    gt, dt = [], []
+    for i in range(6):
+        masks = torch.rand(3, 24, 24, generator=g) > 0.5
+        noisy = masks ^ (torch.rand(3, 24, 24, generator=g) > 0.85)
+        gt.append({"image_id": i, "labels": torch.tensor([1, 2, 1]), "masks": masks})
+        dt.append({"image_id": i, "labels": torch.tensor([1, 2, 1]),
+                   "scores": torch.rand(3, generator=g), "masks": noisy})
+    result = coco_evaluate(gt, dt)
+    per = result.ap_per_threshold()
+    assert list(per) == [round(0.5 + 0.05 * k, 4) for k in range(10)]
+    assert per[0.5] == pytest.approx(result.as_dict()["AP50"])
+    assert per[0.75] == pytest.approx(result.as_dict()["AP75"])
+    assert np.mean(list(per.values())) == pytest.approx(result.as_dict()["AP"])

@@ -16,6 +16,9 @@ import course.data
 import course.fpn
 import course.losses
 import course.masks
+import course.model.anchors
+import course.model.assign
+import course.model.box_coding
 import course.pq
 import course.roi_align
 from course import checks, matching
@@ -66,6 +69,126 @@ def greedy_ok(iou, scores, threshold):
             taken.add(match)
             pairs.append((d, match))
     return pairs
+
+
+# --- chapter 09: anchors, box coding, anchor labels ----------------------------------------
+
+
+def anchors_ok(size, ratios, stride, height, width):
+    rows = []
+    for i in range(height):
+        for j in range(width):
+            cx, cy = (j + 0.5) * stride, (i + 0.5) * stride
+            for r in ratios.tolist():
+                w, h = size / math.sqrt(r), size * math.sqrt(r)
+                rows.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+    return torch.tensor(rows)
+
+
+def anchors_corner(size, ratios, stride, height, width):  # torchvision's centres, j * s
+    return anchors_ok(size, ratios, stride, height, width) - stride / 2
+
+
+def anchors_ratio_as_width(size, ratios, stride, height, width):  # ratio = w / h
+    return anchors_ok(size, 1 / ratios, stride, height, width)
+
+
+def anchors_ratio_first(size, ratios, stride, height, width):  # ratio-major order
+    a = anchors_ok(size, ratios, stride, height, width).view(height * width, len(ratios), 4)
+    return a.transpose(0, 1).reshape(-1, 4)
+
+
+def _centre_size(b):
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    return b[:, 0] + w / 2, b[:, 1] + h / 2, w, h
+
+
+def encode_ok(boxes, reference, weights):
+    wx, wy, ww, wh = (float(v) for v in weights)
+    cx, cy, w, h = _centre_size(boxes)
+    rx, ry, rw, rh = _centre_size(reference)
+    return torch.stack([wx * (cx - rx) / rw, wy * (cy - ry) / rh, ww * torch.log(w / rw),
+                        wh * torch.log(h / rh)], 1)
+
+
+def encode_corners(boxes, reference, weights):  # offsets of the corners, not the centre
+    wx, wy, ww, wh = (float(v) for v in weights)
+    _, _, rw, rh = _centre_size(reference)
+    _, _, w, h = _centre_size(boxes)
+    return torch.stack([wx * (boxes[:, 0] - reference[:, 0]) / rw,
+                        wy * (boxes[:, 1] - reference[:, 1]) / rh, ww * torch.log(w / rw),
+                        wh * torch.log(h / rh)], 1)
+
+
+def encode_no_log(boxes, reference, weights):
+    out = encode_ok(boxes, reference, weights)
+    _, _, rw, rh = _centre_size(reference)
+    _, _, w, h = _centre_size(boxes)
+    out[:, 2], out[:, 3] = weights[2] * (w / rw - 1), weights[3] * (h / rh - 1)
+    return out
+
+
+def encode_unweighted(boxes, reference, weights):
+    return encode_ok(boxes, reference, (1.0, 1.0, 1.0, 1.0))
+
+
+def decode_ok(deltas, reference, weights):
+    wx, wy, ww, wh = (float(v) for v in weights)
+    rx, ry, rw, rh = _centre_size(reference)
+    limit = math.log(1000 / 16)
+    cx, cy = rx + deltas[:, 0] / wx * rw, ry + deltas[:, 1] / wy * rh
+    w = torch.exp((deltas[:, 2] / ww).clamp(max=limit)) * rw
+    h = torch.exp((deltas[:, 3] / wh).clamp(max=limit)) * rh
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+
+
+def decode_unclamped(deltas, reference, weights):
+    rx, ry, rw, rh = _centre_size(reference)
+    cx, cy = rx + deltas[:, 0] / weights[0] * rw, ry + deltas[:, 1] / weights[1] * rh
+    w, h = torch.exp(deltas[:, 2] / weights[2]) * rw, torch.exp(deltas[:, 3] / weights[3]) * rh
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+
+
+def decode_times_weights(deltas, reference, weights):
+    return decode_ok(deltas * weights * weights, reference, weights)
+
+
+def decode_clamp_after_weights(deltas, reference, weights):
+    d = deltas.clone()
+    d[:, 2:] = d[:, 2:].clamp(max=math.log(1000 / 16))
+    return decode_unclamped(d, reference, weights)
+
+
+def labels_ok(iou, high, low):
+    labels = torch.full((iou.shape[1],), -1)
+    if iou.shape[0] == 0:
+        return labels.fill_(0)
+    best = iou.max(0).values
+    labels[best >= high] = 1
+    labels[best < low] = 0
+    best_of_object = iou.max(1, keepdim=True).values
+    labels[((iou == best_of_object) & (best_of_object > 0)).any(0)] = 1
+    return labels
+
+
+def labels_argmax(iou, high, low):  # one best anchor per object: ties lost, zero rows win
+    labels = labels_ok(iou, high, low)
+    if iou.shape[0]:
+        labels = torch.full((iou.shape[1],), -1)
+        best = iou.max(0).values
+        labels[best >= high] = 1
+        labels[best < low] = 0
+        labels[iou.argmax(1)] = 1
+    return labels
+
+
+def labels_no_low_quality(iou, high, low):
+    labels = torch.zeros(iou.shape[1], dtype=torch.long)
+    if iou.shape[0]:
+        best = iou.max(0).values
+        labels = torch.where(best >= high, 1, torch.where(best < low, 0, -1))
+    return labels
+
 
 
 # --- plausible wrong answers --------------------------------------------------------------
@@ -718,6 +841,20 @@ CHECKERS = {
     "multiscale_roi_align": (checks.check_multiscale_roi_align, multiscale_ok,
                              [multiscale_level_order, multiscale_unaligned, multiscale_all_on_p2],
                              [lambda f, b, s: course.roi_align.multiscale_roi_align(f, b, s)]),
+    # chapter 09
+    "grid_anchors": (checks.check_grid_anchors, anchors_ok,
+                     [anchors_corner, anchors_ratio_as_width, anchors_ratio_first],
+                     [lambda *args: course.model.anchors.grid_anchors(*args)]),
+    "encode_boxes": (checks.check_encode_boxes, encode_ok,
+                     [encode_corners, encode_no_log, encode_unweighted],
+                     [lambda *args: course.model.box_coding.encode_boxes(*args)]),
+    "decode_boxes": (checks.check_decode_boxes, decode_ok,
+                     [decode_unclamped, decode_times_weights, decode_clamp_after_weights],
+                     [lambda *args: course.model.box_coding.decode_boxes(*args)]),
+    "label_anchors": (checks.check_label_anchors, labels_ok,
+                      [labels_argmax, labels_no_low_quality],
+                      [lambda iou, h, lo: course.model.assign.match_boxes(iou, h, lo,
+                                                                          True).label]),
     # chapter 03
     "precision_recall": (checks.check_precision_recall, pr_ok,
                          [pr_swapped, pr_not_cumulative, pr_recall_over_list],

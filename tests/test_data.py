@@ -235,3 +235,159 @@ def test_min_resolvable_size_rejects_bad_input():
         min_resolvable_size(0)
     with pytest.raises(ValueError, match="coverage"):
         min_resolvable_size(8, 1.0)
+
+
+# --- chapters 09-10: ShapesDataset, the training set of the compact Mask R-CNN ---------------
+
+from course.ap import coco_evaluate  # noqa: E402
+from course.boxes import masks_to_boxes  # noqa: E402
+from course.coco import load_ground_truth  # noqa: E402
+from course.data import ShapesDataset, _shape_field, collate  # noqa: E402
+from course.structures import Instances  # noqa: E402
+
+
+def _same(a, b):
+    (image_a, t_a), (image_b, t_b) = a, b
+    return (torch.equal(image_a, image_b) and torch.equal(t_a.masks, t_b.masks)
+            and torch.equal(t_a.labels, t_b.labels) and torch.equal(t_a.boxes, t_b.boxes))
+
+
+def test_shapes_dataset_draws_each_image_alone_and_the_same_every_time():
+    ds = ShapesDataset("train", length=50)
+    first = ds[5]
+    for i in (7, 3, 49, 0):
+        ds[i]
+    assert _same(ds[5], first)
+    assert _same(ShapesDataset("train", length=10)[5], first)  # a fresh object, another length
+    assert _same(ds[-45], first) and ds[-45][1].image_id == 5
+    assert not _same(ds[6], first)
+    assert not _same(ShapesDataset("train", seed=1)[5], first)
+
+
+def test_train_and_val_differ_and_val_has_200_images():
+    train, val = ShapesDataset("train"), ShapesDataset("val")
+    assert len(val) == 200 and len(train) == 100_000
+    assert len(ShapesDataset("val", length=7)) == 7
+    for i in range(5):
+        assert not torch.equal(train[i][0], val[i][0])
+    assert _same(ShapesDataset("val", length=300)[199], val[199])
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_shapes_dataset_targets_describe_the_image(overlap):
+    ds = ShapesDataset("val", length=30, overlap=overlap, image_size=96)
+    for i in range(len(ds)):
+        image, target = ds[i]
+        assert image.shape == (3, 96, 96) and image.dtype == torch.float32
+        assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+        assert isinstance(target, Instances) and target.scores is None
+        assert target.image_id == i and target.image_size == (96, 96)
+        assert 1 <= len(target) <= 4 and target.labels.dtype == torch.int64
+        assert set(target.labels.tolist()) <= {1, 2, 3}
+        assert target.masks.dtype == torch.bool and target.masks.shape == (len(target), 96, 96)
+        assert bool((target.masks.flatten(1).sum(1) >= 20).all())  # visible part: >= 20 px
+        assert int(target.masks.sum(0).max()) <= 1  # visible masks never overlap
+        assert target.boxes.dtype == torch.float32
+        assert torch.equal(target.boxes, masks_to_boxes(target.masks).float())
+
+
+def test_without_overlap_objects_keep_apart_and_with_overlap_they_occlude():
+    def touching(target):  # objects whose masks meet, even diagonally, form fewer components
+        union = target.masks.any(0).numpy()
+        return ndimage.label(union, structure=np.ones((3, 3)))[1] < len(target)
+
+    apart = ShapesDataset("train", length=100, overlap=False)
+    assert not any(touching(apart[i][1]) for i in range(len(apart)))
+    free = ShapesDataset("train", length=100, overlap=True)
+    assert sum(touching(free[i][1]) for i in range(len(free))) >= 10  # 46 of these 100
+
+
+def test_shapes_dataset_sizes_follow_the_range():
+    ds = ShapesDataset("train", length=100)
+    sides, areas = [], []
+    for i in range(len(ds)):
+        target = ds[i][1]
+        inside = (target.boxes[:, :2] > 0).all(1) & (target.boxes[:, 2:] < 128).all(1)
+        boxes, masks = target.boxes[inside], target.masks[inside]  # not cut by the border
+        sides.append(torch.cat([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]]))
+        areas.append(masks.flatten(1).sum(1))
+    sides, areas = torch.cat(sides), torch.cat(areas)
+    # sizes 16-64 px: a triangle of side 16 is 14 px high; a square of side 64 spans 91 px
+    assert 13 <= float(sides.min()) and float(sides.max()) <= 64 * math.sqrt(2) + 1
+    assert 100 <= int(areas.min()) and int(areas.max()) <= 64**2 + 4 * 64
+    assert float(sides.min()) < 24 and float(sides.max()) > 56  # the whole range is drawn
+
+
+def test_objects_stand_out_from_the_background_around_them():
+    ds = ShapesDataset("train", length=40)
+    for i in range(len(ds)):
+        image, target = ds[i]
+        background = ~target.masks.any(0)
+        for mask, box in zip(target.masks, target.boxes.long().tolist()):
+            x1, y1, x2, y2 = max(box[0] - 4, 0), max(box[1] - 4, 0), box[2] + 4, box[3] + 4
+            around = image[:, y1:y2, x1:x2][:, background[y1:y2, x1:x2]].mean(1)
+            assert float((image[:, mask].mean(1) - around).norm()) > 0.3  # drawn >= 0.4 apart
+
+
+def test_the_fast_shape_field_draws_the_pixels_of_shape_mask():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        label = int(torch.randint(1, 4, (), generator=g))
+        cx, cy, size, angle = (torch.rand(4, generator=g, dtype=torch.float64) *
+                               torch.tensor([80, 70, 50, 7], dtype=torch.float64)).tolist()
+        window, field = _shape_field(label, (cx, cy), size + 2, angle, 70, 80, 2.0)
+        drawn = torch.zeros(70, 80, dtype=torch.bool)
+        drawn[window] = field <= 0
+        expected = shape_mask(CLASSES[label - 1], (cx, cy), size + 2, angle, 70, 80)
+        assert torch.equal(drawn, expected)
+
+
+def test_collate_batches_images_and_keeps_targets():
+    ds = ShapesDataset("val", length=6, image_size=64)
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=collate)
+    images, targets = next(iter(loader))
+    assert images.shape == (4, 3, 64, 64) and images.dtype == torch.float32
+    assert [t.image_id for t in targets] == [0, 1, 2, 3]
+    assert all(isinstance(t, Instances) for t in targets)
+    assert torch.equal(images[2], ds[2][0])
+    with pytest.raises(ValueError, match="at least one"):
+        collate([])
+
+
+def test_coco_ground_truth_scores_perfectly_against_itself():
+    ground_truth = ShapesDataset("val", length=40).coco_ground_truth()
+    assert [g["image_id"] for g in ground_truth] == list(range(40))
+    predictions = [{**g, "scores": torch.ones(len(g["labels"]))} for g in ground_truth]
+    for iou_type in ("segm", "bbox"):
+        result = coco_evaluate(ground_truth, predictions, iou_type=iou_type)
+        assert result.stats[0] == pytest.approx(1.0)  # AP at IoU 0.50:0.95
+        assert tuple(result.categories) == (1, 2, 3)
+
+
+def test_write_coco_round_trips(tmp_path):
+    ds = ShapesDataset("val", length=12, overlap=True, image_size=48)
+    path = tmp_path / "val.json"
+    ds.write_coco(path)
+    coco = load_ground_truth(path)
+    assert coco.categories == {1: "circle", 2: "square", 3: "triangle"}
+    assert [g["image_id"] for g in coco.images] == list(range(12))
+    assert all(size == (48, 48) for size in coco.sizes.values())
+    for item, expected in zip(coco.images, ds.coco_ground_truth()):
+        assert item["labels"].tolist() == expected["labels"].tolist()
+        assert np.array_equal(item["masks"].to_dense(), expected["masks"].numpy())
+
+
+def test_shapes_dataset_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="split"):
+        ShapesDataset("test")
+    with pytest.raises(ValueError, match="length"):
+        ShapesDataset("train", length=-1)
+    with pytest.raises(ValueError, match="image_size"):
+        ShapesDataset(image_size=16)
+    with pytest.raises(ValueError, match="seed"):
+        ShapesDataset(seed=-1)
+    ds = ShapesDataset("val", length=3)
+    for index in (3, -4, 100):
+        with pytest.raises(IndexError, match="out of range"):
+            ds[index]
+    assert len(ShapesDataset("val", length=0)) == 0

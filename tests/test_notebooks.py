@@ -13,7 +13,7 @@ from course import checks
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 LIBRARY_FUNCTIONS = {
     node.name
-    for path in Path(course.__file__).parent.glob("*.py")
+    for path in Path(course.__file__).parent.rglob("*.py")
     for node in ast.parse(path.read_text()).body
     if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")
 }

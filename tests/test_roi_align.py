@@ -1,7 +1,9 @@
 """ROIAlign and RoIPool against torchvision (forward and input gradient), loop against fast,
-gradcheck, the multi-level pooler against torchvision's MultiScaleRoIAlign, and bad input."""
+gradcheck, the GPU path (on the CPU, and that it reads nothing on the host), the multi-level
+pooler against torchvision's MultiScaleRoIAlign, and bad input."""
 
 import ast
+import functools
 import itertools
 from collections import OrderedDict
 from pathlib import Path
@@ -9,16 +11,19 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.ops import MultiScaleRoIAlign
 
 from course.roi_align import (
     RoIAlign,
+    _roi_align_dense,
     as_rois,
     bilinear_interpolate,
     multiscale_roi_align,
     paste_masks,
     roi_align,
     roi_align_bin,
+    roi_align_matrices,
     roi_align_reference,
     roi_pool,
     roi_pool_reference,
@@ -83,17 +88,20 @@ def scaled_error(ours, theirs):
     return max_error(ours, theirs) / max(1.0, theirs.abs().max().item())
 
 
-def compare_with_torchvision(ours_fn, theirs_fn, x, boxes, dtype, args):
+def compare_with_torchvision(ours_fn, theirs_fn, x, boxes, dtype, args, device="cpu"):
     """Forward and input gradient of ours and torchvision's on the same random output weights.
 
     Returns the two errors as :func:`scaled_error` measures them.
     """
-    x = x.to(dtype)
+    x = x.to(dtype=dtype, device=device)
     x_ours, x_theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
-    b = [t.to(dtype) for t in boxes] if isinstance(boxes, list) else boxes.to(dtype)
+    b = ([t.to(dtype=dtype, device=device) for t in boxes] if isinstance(boxes, list)
+         else boxes.to(dtype=dtype, device=device))
     ours, theirs = ours_fn(x_ours, b, *args), theirs_fn(x_theirs, b, *args)
     assert ours.shape == theirs.shape and ours.dtype == theirs.dtype == dtype
+    assert ours.device == theirs.device == x.device
     weights = torch.randn(ours.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    weights = weights.to(device)
     (ours * weights).sum().backward()
     (theirs * weights).sum().backward()
     return scaled_error(ours, theirs), scaled_error(x_ours.grad, x_theirs.grad)
@@ -121,14 +129,22 @@ def test_roi_align_equals_torchvision_over_the_sweep(aligned, sampling_ratio):
             assert grad <= TOL[dtype], f"gradient off by {grad:.2e} at {where}"
 
 
-def test_roi_align_on_realistic_sizes_in_float32():
+def realistic_rois(generator, count=60):
+    """``Tensor[count, 5]`` float32 boxes of side 4-124 centred in ``[0, 160)^2``, on two
+    images of 128 x 160 (H x W) pixels: many lie partly outside."""
+    side = torch.rand(count, 2, generator=generator) * 120 + 4
+    xy = torch.rand(count, 2, generator=generator) * 160 - side / 2
+    image = torch.randint(0, 2, (count, 1), generator=generator).float()
+    return torch.cat([image, xy, xy + side], 1)
+
+
+@pytest.mark.parametrize("fn", ["roi_align", "roi_align_dense"])
+def test_roi_align_on_realistic_sizes_in_float32(fn):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, 8, 32, 40, generator=g)
-    side = torch.rand(60, 2, generator=g) * 120 + 4
-    xy = torch.rand(60, 2, generator=g) * 160 - side / 2
-    rois = torch.cat([torch.randint(0, 2, (60, 1), generator=g).float(), xy, xy + side], 1)
+    rois = realistic_rois(g)
     for size, sampling_ratio in ((7, 2), (14, -1), (28, 0)):
-        fwd, grad = compare_with_torchvision(roi_align, torchvision.ops.roi_align, x, rois,
+        fwd, grad = compare_with_torchvision(globals()[fn], torchvision.ops.roi_align, x, rois,
                                              torch.float32, (size, 0.25, sampling_ratio, True))
         assert fwd <= 1e-5 and grad <= 1e-5
 
@@ -230,17 +246,156 @@ def test_roi_align_module():
     assert not list(m.parameters())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_roi_align_on_cuda_equals_cpu():
-    g = torch.Generator().manual_seed(8)
-    x = torch.randn(2, 3, 9, 7, generator=g, dtype=torch.float64)
-    rois = sweep_boxes(9, 7, 0.5, g)[:, :]
+# --- The device path: fixed shapes, nothing read on the host ---------------------------------
+
+
+def roi_align_dense(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1,
+                    aligned=True, budget=2**26):
+    """The path :func:`roi_align` takes on a GPU, on any device, with ``roi_align``'s
+    arguments (the boxes' values unchecked)."""
+    size = (output_size,) * 2 if isinstance(output_size, int) else tuple(output_size)
+    rois = as_rois(boxes, len(input), input.dtype, input.device, check_values=False)
+    return _roi_align_dense(input, rois, size, spatial_scale, sampling_ratio, aligned, budget)
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio", [-1, 0, 1, 2, 3])
+def test_dense_path_equals_torchvision_and_the_cpu_path(aligned, sampling_ratio):
+    g = torch.Generator().manual_seed(40 + 10 * sampling_ratio + aligned)
+    sizes = [1, 2, 5, (2, 5), (6, 1)]
+    for k, (size, dtype) in enumerate(itertools.product(sizes, TOL)):
+        height, width = [*MAPS, (9, 13)][k % 4]  # 2 sampling_ratio below and above H, W
+        scale = (1.0, 0.5, 0.25)[k % 3]
+        x = torch.randn(3, 2, height, width, generator=g, dtype=torch.float64)
+        rois = sweep_boxes(height, width, scale, g)
+        for boxes, budget in ((rois, 2**26), (as_list(rois, 3)[0], 1)):  # 1: a RoI per chunk
+            dense = functools.partial(roi_align_dense, budget=budget)
+            for theirs in (torchvision.ops.roi_align, roi_align):
+                fwd, grad = compare_with_torchvision(dense, theirs, x, boxes, dtype,
+                                                     (size, scale, sampling_ratio, aligned))
+                where = f"size {size}, map {height}x{width}, scale {scale}, {dtype}, {theirs}"
+                assert fwd <= TOL[dtype], f"forward off by {fwd:.2e} at {where}"
+                assert grad <= TOL[dtype], f"gradient off by {grad:.2e} at {where}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_sync_free_matrices_equal_the_host_ones(dtype):
+    # huge boxes put thousands of samples in a bin, of which the sync-free matrices place
+    # only the 2 size + 6 from the first near -1
+    g = torch.Generator().manual_seed(41)
+    huge = torch.tensor([[0, -5000.0, -3.0, 5000.0, 2.5], [1, -1e4, -1e4, 3.0, 1e4],
+                         [2, 6.2, 0.1, 4e3, 0.7], [0, -2e3, -7.5, -1.5, 9.5]],
+                        dtype=torch.float64)
+    for (height, width), aligned, sampling_ratio in itertools.product(
+            [*MAPS, (9, 13)], [True, False], [-1, 0, 2]):
+        rois = torch.cat([sweep_boxes(height, width, 0.5, g), huge]).to(dtype)
+        args = (rois, (3, 2), 0.5, sampling_ratio, aligned, height, width)
+        host_free = zip(roi_align_matrices(*args), roi_align_matrices(*args, sync_free=True))
+        for host, free in host_free:
+            assert torch.equal(host, free)
+
+
+@pytest.mark.parametrize("aligned, sampling_ratio", [(True, -1), (True, 2), (False, 0),
+                                                     (False, 1)])
+def test_dense_path_gradcheck(aligned, sampling_ratio):
+    g = torch.Generator().manual_seed(42)
+    x = torch.randn(2, 1, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    rois = torch.tensor([[0, 0.3, 0.7, 4.2, 3.9], [1, -1.5, 2.0, 3.1, 6.5], [1, 2, 2, 2, 2],
+                         [0, 4.6, 0.1, 9.0, 1.2]], dtype=torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda t: roi_align_dense(t, rois, (3, 2), 0.8, sampling_ratio, aligned, budget=1),
+        (x,))
+
+
+def test_dense_path_of_no_boxes_and_no_channels():
+    x = torch.randn(2, 3, 5, 5, requires_grad=True)
+    for boxes in (torch.zeros(0, 5), [torch.zeros(0, 4)], []):
+        out = roi_align_dense(x, boxes, (4, 3))
+        assert out.shape == (0, 3, 4, 3) and out.dtype == x.dtype
+        out.sum().backward()
+        assert torch.equal(x.grad, torch.zeros_like(x))
+    no_channels = torch.zeros(1, 0, 4, 4, requires_grad=True)
+    out = roi_align_dense(no_channels, torch.tensor([[0, 0.0, 0.0, 3.0, 3.0]] * 2), 3, 1.0, 2)
+    assert out.shape == (2, 0, 3, 3)
+    out.sum().backward()
+    assert no_channels.grad.shape == (1, 0, 4, 4)
+
+
+class HostReads(TorchDispatchMode):
+    """Fails at every op whose result Python reads: a value (``item``, ``int``, ``bool`` all
+    call ``_local_scalar_dense``) or a size that depends on the values (``nonzero``)."""
+
+    READS = {"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select",
+             "aten::_unique2", "aten::unique_dim", "aten::unique_consecutive"}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._schema.name in self.READS:
+            raise AssertionError(f"{func._schema.name} reads a tensor on the host")
+        return func(*args, **(kwargs or {}))
+
+
+def test_dense_path_reads_nothing_on_the_host(monkeypatch):
+    g = torch.Generator().manual_seed(43)
+    x = torch.randn(2, 3, 9, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    rois = sweep_boxes(9, 7, 0.5, g)
     rois[:, 0] = rois[:, 0] % 2
-    cpu = roi_align(x, rois, 5, 0.5, -1, True)
-    cuda = roi_align(x.cuda(), rois.cuda(), 5, 0.5, -1, True)
-    assert cuda.device.type == "cuda" and max_error(cpu, cuda.cpu()) <= 1e-10
-    assert max_error(cuda, torchvision.ops.roi_align(x.cuda(), rois.cuda(), 5, 0.5, -1,
-                                                     True)) <= 1e-10
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("read on the host")
+
+    for name in ("tolist", "item", "numpy"):  # these read memory without an aten op
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    with HostReads():
+        for sampling_ratio, aligned in itertools.product([-1, 2], [True, False]):
+            out = roi_align_dense(x, rois, 5, 0.5, sampling_ratio, aligned, budget=2**10)
+            out.sum().backward()
+        with pytest.raises(AssertionError, match="on the host"):  # the check can fail
+            roi_align(x, rois, 5, 0.5, 2, True)
+    assert x.grad.abs().sum() > 0
+
+
+def test_as_rois_can_leave_the_values_unchecked():
+    bad = torch.tensor([[2, 1.0, float("nan"), 5.0, 5.0]])
+    assert as_rois(bad, 2, check_values=False).shape == (1, 5)
+    with pytest.raises(ValueError, match="boxes must be finite"):
+        as_rois(bad, 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio", [-1, 2])
+def test_roi_align_on_cuda_equals_torchvision_and_cpu(aligned, sampling_ratio):
+    g = torch.Generator().manual_seed(8)
+    for height, width in ((9, 7), (3, 40)):  # with 2 sampling_ratio above and below H
+        x = torch.randn(2, 3, height, width, generator=g, dtype=torch.float64)
+        rois = sweep_boxes(height, width, 0.5, g)
+        rois[:, 0] = rois[:, 0] % 2
+        args = (5, 0.5, sampling_ratio, aligned)
+        for dtype in TOL:
+            fwd, grad = compare_with_torchvision(roi_align, torchvision.ops.roi_align, x, rois,
+                                                 dtype, args, device="cuda")
+            assert fwd <= TOL[dtype] and grad <= TOL[dtype], f"{dtype}: {fwd:.2e} {grad:.2e}"
+        cuda = roi_align(x.cuda(), rois.cuda(), *args)
+        assert cuda.device.type == "cuda"
+        assert max_error(roi_align(x, rois, *args), cuda.cpu()) <= 1e-10
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_roi_align_on_cuda_never_waits_for_the_device():
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 8, 32, 40, generator=g).cuda().requires_grad_()
+    rois = realistic_rois(g).cuda()
+    roi_align(x, rois, 7, 0.25, 2).sum().backward()  # warm up: libraries load once
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")  # a call that waits for the GPU raises
+    try:
+        for sampling_ratio in (-1, 2):
+            roi_align(x, rois, 7, 0.25, sampling_ratio).sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    torch.cuda.synchronize()
+    assert x.grad.abs().sum() > 0
 
 
 # --- RoIPool against torchvision ---------------------------------------------------------
@@ -443,3 +598,21 @@ def test_library_does_not_import_torchvision():
                 for node in ast.walk(ast.parse(source))
                 if isinstance(node, ast.Import | ast.ImportFrom) for alias in node.names]
     assert imported and not [name for name in imported if "torchvision" in name]
+
+
+def test_multiscale_pooling_with_roi_pool_pools_each_box_from_its_level():
+    g = torch.Generator().manual_seed(3)
+    features = [torch.randn(2, 3, 64 // s, 64 // s, generator=g) for s in (4, 8, 16, 32)]
+    boxes = [torch.tensor([[2.0, 3.0, 20.0, 30.0], [0.0, 0.0, 63.0, 60.0]]),
+             torch.tensor([[10.0, 5.0, 17.0, 9.0]])]
+    out = multiscale_roi_align(features, boxes, 5, pool="pool", canonical_size=64,
+                               canonical_level=4)
+    rois = as_rois(boxes, 2)
+    from course.boxes import fpn_level
+    levels = fpn_level(rois[:, 1:], 2, 5, 64.0, 4)
+    for k in range(3):
+        expected = roi_pool(features[int(levels[k]) - 2], rois[k:k + 1].float(), 5,
+                            1 / 2 ** int(levels[k]))
+        torch.testing.assert_close(out[k:k + 1], expected)
+    with pytest.raises(ValueError, match="pool must be"):
+        multiscale_roi_align(features, boxes, 5, pool="max")

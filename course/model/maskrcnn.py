@@ -1,0 +1,223 @@
+"""Mask R-CNN, assembled: backbone and pyramid, proposals, the box head, the mask head.
+
+``forward`` reads like the paper's figure: features from the pyramid (:class:`course.fpn.FPN`),
+proposals from the RPN (:mod:`course.model.rpn`), then a box head and a mask head on RoIs
+pooled from the pyramid with ROIAlign (:func:`course.roi_align.multiscale_roi_align`). In
+training it returns the five losses; in evaluation one :class:`course.structures.Instances` per
+image, with full-image masks.
+
+Images go in as they are: ``[B, 3, H, W]`` floats in [0, 1], or a list of ``[3, H, W]`` of
+different sizes, which are padded (never resized) at the bottom and right to a common size
+divisible by the coarsest stride. Boxes and masks come back in the input's pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from os import PathLike
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from course.fpn import FPN, FPNConfig
+from course.model.box_coding import clip_boxes
+from course.model.box_head import BoxHead, RoISample, box_loss, sample_proposals
+from course.model.config import MaskRCNNConfig
+from course.model.mask_head import MaskHead, mask_loss
+from course.model.postprocess import detect, paste_detections
+from course.model.rpn import RegionProposalNetwork
+from course.roi_align import multiscale_roi_align
+from course.structures import Instances
+
+ImagesLike = Tensor | Sequence[Tensor]
+RANGE_SLACK = 1e-3
+"""How far outside [0, 1] an input pixel may be (rounding) before it is an error."""
+
+
+class MaskRCNN(nn.Module):
+    """The compact Mask R-CNN of chapters 09-10 (see the module docstring)."""
+
+    def __init__(self, config: MaskRCNNConfig | None = None):
+        super().__init__()
+        self.config = c = config if config is not None else MaskRCNNConfig()
+        self.fpn = FPN(FPNConfig(c.width, c.channels, c.levels, c.blocks, 3, c.norm))
+        self.rpn = RegionProposalNetwork(c)
+        self.box_head = BoxHead(c)
+        self.mask_head = MaskHead(c)
+        self.register_buffer("mean", torch.tensor(c.image_mean).view(1, 3, 1, 1), False)
+        self.register_buffer("std", torch.tensor(c.image_std).view(1, 3, 1, 1), False)
+
+    def forward(self, images: ImagesLike, targets: Sequence[Instances] | None = None,
+                seed: int | None = None) -> dict[str, Tensor] | list[Instances]:
+        """Losses (training, with ``targets``) or detections (evaluation).
+
+        Args:
+            images: ``Tensor[B, 3, H, W]`` in [0, 1] or a list of ``Tensor[3, H_i, W_i]``.
+            targets: one :class:`Instances` per image with ``boxes``, ``labels``, ``masks``.
+            seed: seeds the sampling of anchors and RoIs, per image (mixed with each target's
+                ``image_id``), so an image is sampled the same way in any batch or process.
+
+        Returns:
+            training: ``{"rpn_objectness", "rpn_box", "box_class", "box_regression",
+            "mask"}``, scalars; evaluation: ``list[Instances]``.
+        """
+        batch, sizes = self._prepare(images)
+        if self.training:
+            if targets is None:
+                raise ValueError("a model in training mode needs targets; call model.eval() "
+                                 "(or model.predict) to detect")
+            targets = self._check_targets(targets, sizes, batch.device)
+        features = self._features(batch)
+        generators = _generators(targets, seed) if self.training else None
+        proposals, losses = self._forward_rpn(features, sizes, targets, generators)
+        if self.training:
+            sample = sample_proposals(proposals, targets, self.config, generators)
+            losses.update(self._forward_box(features, sample, targets))
+            losses["mask"] = self._forward_mask(features, sample, targets)
+            return losses
+        return self._detect(features, proposals, sizes)
+
+    @torch.no_grad()
+    def predict(self, images: ImagesLike) -> list[Instances]:
+        """Detections of each image, in evaluation mode and without gradients."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self(images)
+        finally:
+            self.train(was_training)
+
+    def _features(self, batch: Tensor) -> list[Tensor]:
+        return list(self.fpn((batch - self.mean) / self.std).values())
+
+    def _forward_rpn(self, features: list[Tensor], sizes: list[tuple[int, int]],
+                     targets: Sequence[Instances] | None,
+                     generators: list[torch.Generator] | None
+                     ) -> tuple[list[Tensor], dict[str, Tensor]]:
+        return self.rpn(features, sizes, targets, generators)
+
+    def _forward_box(self, features: list[Tensor], sample: RoISample,
+                     targets: Sequence[Instances]) -> dict[str, Tensor]:
+        logits, deltas = self.box_head(self._pool(features, sample.boxes, self.config.box_pool))
+        return box_loss(logits, deltas, sample, targets, self.config.box_weights)
+
+    def _forward_mask(self, features: list[Tensor], sample: RoISample,
+                      targets: Sequence[Instances]) -> Tensor:
+        positives = [b[:n] for b, n in zip(sample.boxes, sample.num_positive, strict=True)]
+        logits = self.mask_head(self._pool(features, positives, self.config.mask_pool))
+        return mask_loss(logits, sample, targets)
+
+    def _detect(self, features: list[Tensor], proposals: list[Tensor],
+                sizes: list[tuple[int, int]]) -> list[Instances]:
+        logits, deltas = self.box_head(self._pool(features, proposals, self.config.box_pool))
+        detections = detect(logits, deltas, proposals, sizes, self.config)
+        boxes = [d.boxes for d in detections]
+        mask_logits = self.mask_head(self._pool(features, boxes, self.config.mask_pool))
+        return paste_detections(detections, mask_logits, self.config.mask_threshold)
+
+    def _pool(self, features: list[Tensor], boxes: list[Tensor], size: int) -> Tensor:
+        """``[sum of boxes, C, size, size]`` from the level each box's size calls for."""
+        maps = [f.float() for f in features[:4]]  # P6 (if any) is for proposals only
+        strides = list(self.config.strides[:4])
+        return multiscale_roi_align(maps, [b.float() for b in boxes], size, 2, True, strides,
+                                    pool=self.config.pooler)
+
+    def _prepare(self, images: ImagesLike) -> tuple[Tensor, list[tuple[int, int]]]:
+        """Validate and pad the images into one batch; returns it and each image's size."""
+        items = list(images) if isinstance(images, list | tuple) else None
+        if items is None:
+            if not isinstance(images, Tensor) or images.ndim != 4:
+                raise ValueError(f"images must be a Tensor[B, 3, H, W] or a list of Tensor[3, "
+                                 f"H, W], got {_describe(images)}")
+            items = list(images)
+        if not items:
+            raise ValueError("images is empty")
+        for i, image in enumerate(items):
+            _check_image(image, i)
+        sizes = [(int(im.shape[1]), int(im.shape[2])) for im in items]
+        step = self.config.strides[-1]
+        height = -(-max(h for h, _ in sizes) // step) * step
+        width = -(-max(w for _, w in sizes) // step) * step
+        batch = torch.stack([F.pad(im, (0, width - im.shape[2], 0, height - im.shape[1]),
+                                   value=0.5) for im in items])  # [B, 3, height, width]
+        return batch.to(self.mean.device, self.mean.dtype), sizes
+
+    def _check_targets(self, targets: Sequence[Instances], sizes: list[tuple[int, int]],
+                       device: torch.device) -> list[Instances]:
+        """Targets on the model's device, boxes clipped to the image, empty boxes dropped."""
+        if len(targets) != len(sizes):
+            raise ValueError(f"got {len(targets)} targets for {len(sizes)} images")
+        out = []
+        for i, (t, (h, w)) in enumerate(zip(targets, sizes, strict=True)):
+            if not isinstance(t, Instances) or t.masks is None:
+                raise ValueError(f"targets[{i}] must be an Instances with masks")
+            if t.image_size != (h, w):
+                raise ValueError(f"targets[{i}] is for an image of {t.image_size}, but image "
+                                 f"{i} is {(h, w)}")
+            bad = (t.labels < 1) | (t.labels > self.config.num_classes)
+            if bool(bad.any()):
+                raise ValueError(f"targets[{i}].labels must be in 1..{self.config.num_classes}"
+                                 f" (0 is background), got {t.labels[bad][0].item()}")
+            if not bool(torch.isfinite(t.boxes).all()) or bool(
+                    (t.boxes[:, 2:] < t.boxes[:, :2]).any()):
+                raise ValueError(f"targets[{i}].boxes must be finite (x1, y1, x2, y2) with "
+                                 "x2 >= x1 and y2 >= y1")
+            t = Instances(clip_boxes(t.boxes.float(), h, w), t.labels, None, t.masks,
+                          (h, w), t.image_id).to(device)
+            out.append(t[(t.boxes[:, 2] > t.boxes[:, 0]) & (t.boxes[:, 3] > t.boxes[:, 1])])
+        return out
+
+    def num_parameters(self) -> int:
+        """Learnable parameters."""
+        return sum(p.numel() for p in self.parameters())
+
+    def save(self, path: str | PathLike, half: bool = False, **extra: object) -> None:
+        """Write the weights and the config (and ``extra`` entries) to ``path``.
+
+        ``half=True`` stores the weights in float16, half the size; :meth:`load` brings them
+        back to float32 (the model then differs from the saved one by float16 rounding).
+        """
+        state = {k: v.half() if half and v.is_floating_point() else v
+                 for k, v in self.state_dict().items()}
+        torch.save({"config": self.config.to_dict(), "model": state, **extra}, path)
+
+    @classmethod
+    def load(cls, path: str | PathLike, map_location: str | torch.device = "cpu") -> MaskRCNN:
+        """A model from :meth:`save`'s file (or a training checkpoint), in evaluation mode."""
+        state = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(state, dict) or "config" not in state or "model" not in state:
+            raise ValueError(f"{path} is not a MaskRCNN checkpoint (no config and weights)")
+        model = cls(MaskRCNNConfig.from_dict(state["config"]))
+        model.load_state_dict(state["model"])
+        return model.eval()
+
+
+def _generators(targets: Sequence[Instances], seed: int | None) -> list[torch.Generator]:
+    """One CPU generator per image, from ``seed`` and the image's id (or its batch position)."""
+    out = []
+    for i, t in enumerate(targets):
+        g = torch.Generator()
+        image = t.image_id if t.image_id is not None else i
+        g.manual_seed(((seed or 0) * 1_000_003 + image * 7_919 + 1) % 2**63)
+        out.append(g)
+    return out
+
+
+def _check_image(image: Tensor, i: int) -> None:
+    if not isinstance(image, Tensor) or image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"image {i} must be a Tensor[3, H, W] (RGB, channels first), got "
+                         f"{_describe(image)}")
+    if not image.is_floating_point():
+        raise TypeError(f"image {i} is {image.dtype}; give floats in [0, 1] "
+                        "(e.g. image.float() / 255)")
+    if image.shape[1] == 0 or image.shape[2] == 0:
+        raise ValueError(f"image {i} is empty: {list(image.shape)}")
+    low, high = float(image.min()), float(image.max())
+    if low < -RANGE_SLACK or high > 1 + RANGE_SLACK or image.isnan().any():
+        raise ValueError(f"image {i} must hold values in [0, 1], found [{low:.3g}, {high:.3g}]"
+                         f"{' (looks like 0-255: divide by 255)' if high > 2 else ''}")
+
+
+def _describe(x: object) -> str:
+    return f"shape {list(x.shape)}" if isinstance(x, Tensor) else type(x).__name__

@@ -1,0 +1,114 @@
+"""``Instances``: the detections (or ground-truth objects) of one image, in one small holder.
+
+The model returns one :class:`Instances` per image, :mod:`course.viz` draws it, and
+:func:`course.ap.coco_evaluate` reads it, so no chapter needs a per-image dict layout of its own.
+The idea is detectron2's ``Instances``: fields of equal length, filtered together by one index.
+Ours is a plain dataclass with the fields a segmentation model has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+_PER_OBJECT = ("boxes", "labels", "scores", "masks")
+
+
+@dataclass
+class Instances:
+    """Objects of one image: boxes, class labels, and optionally scores and masks.
+
+    Attributes:
+        boxes (Tensor[N, 4]): ``(x1, y1, x2, y2)`` in image pixels (float).
+        labels (Tensor[N]): int64 class ids (1-based; 0 is background).
+        scores (Tensor[N] or None): confidence of each detection; None for ground truth.
+        masks (Tensor[N, H, W] or None): bool full-image masks.
+        image_size: ``(H, W)``; taken from ``masks`` when not given.
+        image_id: the COCO image id, for evaluation; optional.
+
+    ``inst[i]`` with an int, a slice, a bool Tensor[N] or an int64 index Tensor gives the
+    selected objects as a new ``Instances`` (an int keeps a length-1 axis).
+    """
+
+    boxes: Tensor
+    labels: Tensor
+    scores: Tensor | None = None
+    masks: Tensor | None = None
+    image_size: tuple[int, int] | None = None
+    image_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.boxes, Tensor) or self.boxes.ndim != 2 or self.boxes.shape[1] != 4:
+            raise ValueError(f"boxes must be a Tensor[N, 4] (x1, y1, x2, y2), got "
+                             f"{_describe(self.boxes)}")
+        n = len(self.boxes)
+        for name in ("labels", "scores"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, Tensor) or value.shape != (n,)):
+                raise ValueError(f"{name} must be a Tensor[{n}] (one per box), got "
+                                 f"{_describe(value)}")
+        if self.labels.is_floating_point():
+            raise TypeError(f"labels must be integer class ids, got {self.labels.dtype}")
+        if self.masks is not None:
+            if not isinstance(self.masks, Tensor) or self.masks.ndim != 3 or len(self.masks) != n:
+                raise ValueError(f"masks must be a Tensor[{n}, H, W] (one per box), got "
+                                 f"{_describe(self.masks)}")
+            size = tuple(self.masks.shape[1:])
+            if self.image_size is not None and tuple(self.image_size) != size:
+                raise ValueError(f"image_size {tuple(self.image_size)} differs from the masks' "
+                                 f"size {size}")
+            self.image_size = size
+        if self.image_size is None:
+            raise ValueError("give image_size (H, W) when there are no masks")
+        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, index: int | slice | Tensor) -> Instances:
+        if isinstance(index, int):
+            index = slice(index, index + 1) if index != -1 else slice(-1, None)
+        if isinstance(index, Tensor) and index.dtype == torch.bool and index.shape != (len(self),):
+            raise IndexError(f"a bool index must have shape [{len(self)}], got "
+                             f"{list(index.shape)}")
+        picked = {name: getattr(self, name)[index] for name in _PER_OBJECT
+                  if getattr(self, name) is not None}
+        return replace(self, **picked)
+
+    def to(self, device: torch.device | str) -> Instances:
+        """The same instances with every tensor on ``device``."""
+        moved = {name: getattr(self, name).to(device) for name in _PER_OBJECT
+                 if getattr(self, name) is not None}
+        return replace(self, **moved)
+
+    @property
+    def fields(self) -> dict[str, Tensor]:
+        """The per-object fields that are set, by name."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name in _PER_OBJECT and getattr(self, f.name) is not None}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The per-image dict :func:`course.ap.coco_evaluate` reads (with ``image_id``)."""
+        if self.image_id is None:
+            raise ValueError("this Instances has no image_id; set it to evaluate")
+        return {"image_id": self.image_id, **self.fields}
+
+    @staticmethod
+    def empty(image_size: tuple[int, int], with_masks: bool = True,
+              device: torch.device | str | None = None) -> Instances:
+        """No objects, on an image of ``image_size``."""
+        h, w = image_size
+        return Instances(torch.zeros(0, 4, device=device),
+                         torch.zeros(0, dtype=torch.int64, device=device),
+                         torch.zeros(0, device=device),
+                         torch.zeros(0, h, w, dtype=torch.bool, device=device) if with_masks
+                         else None, (h, w))
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"shape {list(value.shape)}"
+    return type(value).__name__
