@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
+import course
 from course.coco import predictions_to_coco
 from course.data import CLASSES, ShapesDataset
 from course.model import MaskRCNN, MaskRCNNConfig
@@ -59,7 +62,7 @@ def run_model_command(args: argparse.Namespace) -> None:
 
 def _device(name: str | None) -> torch.device:
     if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return course.device()
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but no CUDA GPU is available")
     return torch.device(name)
@@ -72,14 +75,30 @@ def _checkpoint(run: Path) -> Path:
     return path
 
 
+def _start_processes(device: torch.device) -> tuple[torch.device, int]:
+    """Under ``torchrun``: join the process group (NCCL on GPUs, gloo on the CPU); one GPU per
+    process. Returns the device to use and this process's rank."""
+    if "WORLD_SIZE" not in os.environ:
+        return device, 0
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device, dist.get_rank()
+
+
 def _train(args: argparse.Namespace) -> None:
-    device = _device(args.device)
-    torch.manual_seed(args.seed)
+    device, rank = _start_processes(_device(args.device))
+    torch.manual_seed(args.seed)  # the same initial weights in every process
     model = MaskRCNN(MaskRCNNConfig(pooler=args.pooler)).to(device)
     config = TrainConfig(steps=args.steps, minutes=args.minutes, batch_size=args.batch_size,
                          lr=args.lr, seed=args.seed)
     history = train(model, ShapesDataset("train", overlap=args.overlap, seed=args.seed),
                     config)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    if rank > 0:
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     model.save(args.out / "model.pt", train_config=asdict(config),
                data={"overlap": args.overlap}, history=asdict(history))
