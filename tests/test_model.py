@@ -3,6 +3,8 @@
 targets, bad input, inference, and checkpoints."""
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +18,8 @@ from course.model.box_coding import MAX_LOG_SCALE, clip_boxes, decode_boxes, enc
 from course.model.mask_head import mask_targets
 from course.structures import Instances
 
-TINY = dict(width=8, channels=16, representation=32, mask_convs=1, rpn_batch_per_image=32,
-            roi_batch_per_image=16, rpn_pre_nms_top_n=(100, 50), rpn_post_nms_top_n=(30, 20))
+sys.path.insert(0, str(Path(__file__).parent))
+from ddp_worker import TINY  # noqa: E402  (the small config the training tests use too)
 
 
 def tiny_model(seed=0, **changes):
