@@ -725,3 +725,52 @@ def check_label_anchors(fn: Callable[..., Any]) -> None:
     """``fn(iou [G, N], high, low) -> Tensor[N]`` of 1 / 0 / -1, each object's best anchors
     positive."""
     _run_checks("label_anchors", fn, _model_functions(), _same_labels)
+
+
+def _fusion_functions() -> list[Callable[..., Any]]:
+    from course import fusion
+
+    return [fusion.panoptic_fusion, fusion.panoptic_fusion_loop, fusion.paste_by_score,
+            fusion.protected_pixels]
+
+
+def _same_id_map(out: Any, case: Case) -> str | None:
+    want = torch.from_numpy(case.expected["value"])
+    got = _as_tensor(out)
+    if got is None or got.shape != want.shape:
+        shape = None if got is None else list(got.shape)
+        return f"returned shape {shape}, expected {list(want.shape)} (one id per pixel)"
+    if got.is_floating_point():
+        return "return integer ids (k + 1 for mask k, 0 for none), not floats"
+    wrong = got != want
+    if bool(wrong.any()):
+        y, x = (int(v) for v in wrong.nonzero()[0])
+        return f"{int(wrong.sum())} of {want.numel()} pixels are wrong, the first at row {y}, " \
+               f"column {x}"
+    return None
+
+
+def check_paste_by_score(fn: Callable[..., Any]) -> None:
+    """``fn(masks [N, H, W] bool, scores [N]) -> Tensor[H, W]``: ``k + 1`` where mask ``k``
+    wins, 0 where none covers."""
+    _run_checks("paste_by_score", fn, _fusion_functions(), _same_id_map)
+
+
+def _same_masks(out: Any, case: Case) -> str | None:
+    want = torch.from_numpy(case.expected["value"])
+    got = _as_tensor(out)
+    if got is None or got.shape != want.shape:
+        shape = None if got is None else list(got.shape)
+        return f"returned shape {shape}, expected {list(want.shape)} (the masks, [N, H, W])"
+    if got.dtype != torch.bool:
+        return f"return bool masks, got {str(got.dtype).replace('torch.', '')}"
+    kept, lost = int((got & ~want).sum()), int((~got & want).sum())
+    if kept or lost:
+        return f"{kept} pixel(s) kept that a protected class forbids, {lost} removed that it " \
+               "does not"
+    return None
+
+
+def check_protect(fn: Callable[..., Any]) -> None:
+    """``fn(masks [N, H, W], semantic [C, H, W], protected [K], threshold) -> masks``."""
+    _run_checks("protect", fn, _fusion_functions(), _same_masks)

@@ -18,9 +18,10 @@ import torch.distributed as dist
 
 import course
 from course.coco import predictions_to_coco
-from course.data import CLASSES, ShapesDataset
+from course.data import CLASSES, STUFF_IDS, PanopticShapesDataset, ShapesDataset
 from course.model import MaskRCNN, MaskRCNNConfig
-from course.train import TrainConfig, evaluate, train
+from course.pq import pq_table
+from course.train import TrainConfig, evaluate, evaluate_panoptic, train
 
 
 def add_model_commands(commands: argparse._SubParsersAction) -> None:
@@ -32,7 +33,10 @@ def add_model_commands(commands: argparse._SubParsersAction) -> None:
     budget.add_argument("--minutes", type=float, help="training time (evaluation not counted)")
     budget.add_argument("--steps", type=int, help="number of SGD steps")
     t.add_argument("--out", type=Path, required=True, help="run folder to write")
-    t.add_argument("--overlap", action="store_true", help="shapes occlude each other")
+    data = t.add_mutually_exclusive_group()
+    data.add_argument("--overlap", action="store_true", help="shapes occlude each other")
+    data.add_argument("--panoptic", action="store_true",
+                      help="panoptic scenes (sky, grass, water and shapes); adds a semantic head")
     t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--batch-size", type=int, default=8)
@@ -90,34 +94,51 @@ def _start_processes(device: torch.device) -> tuple[torch.device, int]:
 def _train(args: argparse.Namespace) -> None:
     device, rank = _start_processes(_device(args.device))
     torch.manual_seed(args.seed)  # the same initial weights in every process
-    model = MaskRCNN(MaskRCNNConfig(pooler=args.pooler)).to(device)
+    stuff = len(STUFF_IDS) if args.panoptic else 0
+    model = MaskRCNN(MaskRCNNConfig(pooler=args.pooler, stuff_classes=stuff)).to(device)
     config = TrainConfig(steps=args.steps, minutes=args.minutes, batch_size=args.batch_size,
                          lr=args.lr, seed=args.seed)
-    history = train(model, ShapesDataset("train", overlap=args.overlap, seed=args.seed),
-                    config)
+    settings = {"overlap": args.overlap, "panoptic": args.panoptic}
+    history = train(model, _dataset("train", settings, args.seed), config)
     if dist.is_initialized():
         dist.destroy_process_group()
     if rank > 0:
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    model.save(args.out / "model.pt", train_config=asdict(config),
-               data={"overlap": args.overlap}, history=asdict(history))
+    model.save(args.out / "model.pt", train_config=asdict(config), data=settings,
+               history=asdict(history))
     (args.out / "history.json").write_text(json.dumps(asdict(history)))
-    result = evaluate(model, ShapesDataset("val", overlap=args.overlap))
     print(f"trained {len(history.steps)} steps in {history.steps[-1]['seconds']:.0f} s; "
           f"model in {args.out / 'model.pt'}\n")
+    _report(model, settings, as_json=False)
+
+
+def _dataset(split: str, settings: dict, seed: int = 0) -> ShapesDataset:
+    """The data a run was trained on (its ``data`` settings), ``split`` of it."""
+    if settings.get("panoptic", False):
+        return PanopticShapesDataset(split, seed=seed)
+    return ShapesDataset(split, overlap=bool(settings.get("overlap", False)), seed=seed)
+
+
+def _report(model: MaskRCNN, settings: dict, as_json: bool) -> None:
+    """COCO AP on the validation set; for a panoptic model also PQ under both policies."""
+    val = _dataset("val", settings)
+    result = evaluate(model, val)
+    tables = evaluate_panoptic(model, val) if model.semantic_head is not None else {}
+    if as_json:
+        print(json.dumps({**result.as_dict(), **({"panoptic": tables} if tables else {})}))
+        return
     print(result.coco_summary())
+    for policy, table in tables.items():
+        print(f"\npanoptic quality on {len(val)} validation scenes, policy {policy}:")
+        print(pq_table(table))
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     path = _checkpoint(args.run)
     model = MaskRCNN.load(path, _device(args.device))
-    data = torch.load(path, map_location="cpu", weights_only=True).get("data", {})
-    result = evaluate(model, ShapesDataset("val", overlap=bool(data.get("overlap", False))))
-    if args.json:
-        print(json.dumps(result.as_dict()))
-    else:
-        print(result.coco_summary())
+    settings = torch.load(path, map_location="cpu", weights_only=True).get("data", {})
+    _report(model, settings, args.json)
 
 
 def _predict(args: argparse.Namespace) -> None:

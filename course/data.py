@@ -815,14 +815,17 @@ class ShapesDataset(Dataset):
                 f"overlap={self.overlap}, image_size={self.image_size}, seed={self.seed})")
 
     def __getitem__(self, index: int) -> tuple[Tensor, Instances]:
+        i = self._check_index(index)
+        image, masks, labels = self._draw(self.generator(i))
+        size = (self.image_size, self.image_size)
+        return image, Instances(masks_to_boxes(masks).float(), labels, None, masks, size, i)
+
+    def _check_index(self, index: int) -> int:
         i = operator.index(index)
         if not -self.length <= i < self.length:
             raise IndexError(f"index {index} is out of range for a dataset of {self.length} "
                              "images")
-        i %= self.length
-        image, masks, labels = self._draw(self.generator(i))
-        size = (self.image_size, self.image_size)
-        return image, Instances(masks_to_boxes(masks).float(), labels, None, masks, size, i)
+        return i % self.length
 
     def generator(self, index: int) -> torch.Generator:
         """The generator image ``index`` is drawn from, seeded from ``(split, seed, index)``."""
@@ -848,27 +851,31 @@ class ShapesDataset(Dataset):
             labels.append(label)
         return _render(background, shade, ids, labels, colours)
 
-    def _place(self, ids: Tensor, g: torch.Generator, first: bool
+    def _place(self, ids: Tensor, g: torch.Generator, first: bool,
+               allowed: Tensor | None = None, sizes: tuple[float, float] = _SIZE_RANGE
                ) -> tuple[int, tuple[slice, slice], Tensor] | None:
         """A random shape where it may go: ``(label, window, mask in the window)`` or None.
 
         It must show at least ``_MIN_VISIBLE`` pixels inside the image and, without overlap,
-        keep ``_GAP`` away from the objects already in ``ids``. The first object falls back to
-        the image centre after the last try, so that every image has one.
+        keep ``_GAP`` away from the objects already in ``ids``; with ``allowed`` (Tensor[S, S]
+        bool) every pixel of it must lie there. The first object falls back to the image
+        centre after the last try, so that every image has one (not with ``allowed``).
         """
         s = self.image_size
         for attempt in range(_TRIES):
             u = torch.rand(5, generator=g, dtype=torch.float64).tolist()
             label = 1 + min(int(u[0] * len(CLASSES)), len(CLASSES) - 1)
-            size = _SIZE_RANGE[0] + (_SIZE_RANGE[1] - _SIZE_RANGE[0]) * u[1]
+            size = sizes[0] + (sizes[1] - sizes[0]) * u[1]
             centre = (s * u[3], s * u[4])
-            if first and attempt == _TRIES - 1:
+            if first and allowed is None and attempt == _TRIES - 1:
                 centre = (s / 2, s / 2)
             window, field = _shape_field(label, centre, size, 2 * math.pi * u[2], s, s, _GAP)
             mask = field <= 0
             if int(mask.sum()) < _MIN_VISIBLE:
                 continue
             if not self.overlap and bool(((field <= _GAP) & (ids[window] > 0)).any()):
+                continue
+            if allowed is not None and not bool(allowed[window][mask].all()):
                 continue
             return label, window, mask
         return None
@@ -913,6 +920,163 @@ def collate(batch: list[tuple[Tensor, Instances]]) -> tuple[Tensor, list[Instanc
         raise ValueError("collate needs at least one (image, target) pair")
     images, targets = zip(*batch, strict=True)
     return torch.stack(images), list(targets)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 11: panoptic scenes for a model with a semantic head
+# ---------------------------------------------------------------------------------------------
+
+SEMANTIC_CATEGORIES = (0, *STUFF_IDS)
+"""The panoptic category of each class of :class:`PanopticShapesDataset`'s semantic maps:
+class 0 is "a thing is here", classes 1, 2, 3 are sky, grass and water."""
+
+_THING_SIZES = (16.0, 44.0)
+_DECOY_SIZES = (12.0, 32.0)
+_DECOY_TAG = 100  # added to a decoy's label while it is drawn, to tell it from the things
+
+
+class PanopticShapesDataset(ShapesDataset):
+    """Panoptic scenes to train on: sky, grass and water ("stuff") with shapes ("things").
+
+    Each image is a landscape: sky above a wavy horizon (at 30-50% of the height), grass
+    below, half the time water along the bottom (its shore at 80-90%), every region its own
+    jittered colour with a grain. The things (1-5 circles, squares and triangles, sizes 16-44 px, random colours kept apart from
+    the ground around them and from each other, never touching) stand entirely on the grass:
+    a thing is never in the sky or the water, so a model that puts one there is wrong (a
+    "flying car"). To make that a mistake a model can make, the sky holds 0-2 *decoys*: shapes
+    of the same kinds and colours (12-32 px) that belong to the sky (think of a kite, or a
+    car on a billboard) and are labelled sky. A one-pixel band where two stuff regions meet is
+    left unlabelled (void), as COCO's stuff boundaries often are.
+
+    Image ``i`` is drawn from its own generator, as in :class:`ShapesDataset` (whose
+    arguments it takes, without ``overlap``), and never equals a :class:`ShapesDataset` image.
+
+    ``ds[i]`` returns ``(image, target)`` like :class:`ShapesDataset` (``target`` holds the
+    things), with ``target.semantic`` the ``Tensor[S, S]`` int64 class of each pixel for a
+    semantic head: 0 thing, 1 sky, 2 grass, 3 water (:data:`SEMANTIC_CATEGORIES`), -1 void.
+    :meth:`panoptic` gives the COCO panoptic encoding of an image.
+    """
+
+    semantic_categories = SEMANTIC_CATEGORIES
+    thing_ids = THING_IDS
+    stuff_ids = STUFF_IDS
+
+    def __init__(self, split: str = "train", length: int | None = None, image_size: int = 128,
+                 seed: int = 0) -> None:
+        super().__init__(split, length, False, image_size, seed)
+
+    def __repr__(self) -> str:
+        return (f"PanopticShapesDataset(split={self.split!r}, length={self.length}, "
+                f"image_size={self.image_size}, seed={self.seed})")
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Instances]:
+        i = self._check_index(index)
+        image, masks, labels, semantic = self._draw_scene(self.generator(i))
+        size = (self.image_size, self.image_size)
+        return image, Instances(masks_to_boxes(masks).float(), labels, None, masks, size, i,
+                                semantic)
+
+    def generator(self, index: int) -> torch.Generator:
+        """The generator of image ``index``, seeded from ``("panoptic", split, seed, index)``."""
+        entropy = [11, _SPLIT_CODES[self.split], self.seed, int(index)]
+        state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)
+        return torch.Generator().manual_seed(int(state[0]))
+
+    def panoptic(self, index: int) -> tuple[Tensor, dict[int, tuple[int, bool]]]:
+        """Image ``index``'s ground truth as ``(ids [S, S] int64, {id: (category, False)})``.
+
+        Stuff segments (one per category present) get ids 1, 2, ...; things the next ids in
+        drawing order; void pixels are 0. Categories: things :data:`THING_IDS`, stuff
+        :data:`STUFF_IDS`, as :func:`course.pq.panoptic_quality` takes them.
+        """
+        target = self[index][1]
+        ids = torch.zeros(target.image_size, dtype=torch.int64)
+        segments: dict[int, tuple[int, bool]] = {}
+        for k, category in enumerate(SEMANTIC_CATEGORIES[1:], start=1):
+            region = target.semantic == k
+            if bool(region.any()):
+                segments[len(segments) + 1] = (category, False)
+                ids[region] = len(segments)
+        for mask, label in zip(target.masks, target.labels.tolist(), strict=True):
+            segments[len(segments) + 1] = (label, False)
+            ids[mask] = len(segments)
+        return ids, segments
+
+    def _draw_scene(self, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One scene: ``(image [3, S, S], masks [N, S, S], labels [N], semantic [S, S])``."""
+        s = self.image_size
+        layout = _landscape_layout(s, g)  # [S, S] stuff category
+        background, shade = _landscape(layout, g)
+        ids = torch.zeros(s, s, dtype=torch.int64)
+        labels: list[int] = []
+        colours: list[Tensor] = []
+        wanted = [(layout == STUFF_IDS[1], _THING_SIZES, 0)] * int(
+            torch.randint(1, 6, (), generator=g))
+        wanted += [(layout == STUFF_IDS[0], _DECOY_SIZES, _DECOY_TAG)] * int(
+            torch.randint(0, 3, (), generator=g))
+        for allowed, sizes, tag in wanted:
+            placed = self._place(ids, g, False, allowed, sizes)
+            if placed is None:
+                continue
+            label, window, mask = placed
+            local = background[(slice(None), *window)].mean(dim=(1, 2))  # [3]
+            colours.append(_distinct_colour(torch.stack([local, *colours]), g))
+            ids[window].masked_fill_(mask, len(labels) + 1)
+            labels.append(label + tag)
+        image, masks, drawn = _render(background, shade, ids, labels, colours)
+        thing = drawn < _DECOY_TAG  # decoys are part of the sky
+        return image, masks[thing], drawn[thing], _semantic_map(layout, masks[thing])
+
+
+def _landscape_layout(size: int, g: torch.Generator) -> Tensor:
+    """Sky above a wavy horizon, grass below it, half the time water along the bottom.
+
+    Returns:
+        Tensor[S, S] int64 stuff category of each pixel.
+    """
+    sky, grass, water = STUFF_IDS
+    ys = torch.arange(size, dtype=torch.float64)[:, None] + 0.5  # [S, 1]
+    xs = torch.arange(size, dtype=torch.float64)[None, :] / size  # [1, S]
+    u = torch.rand(6, generator=g, dtype=torch.float64).tolist()
+    horizon = size * (0.3 + 0.2 * u[0] + 0.04 * torch.sin(2 * math.pi * (
+        (0.5 + 1.5 * u[1]) * xs + u[2])))  # [1, S]
+    layout = torch.where(ys < horizon, sky, grass)  # [S, S]
+    if u[3] < 0.5:
+        shore = size * (0.8 + 0.1 * u[4] + 0.03 * torch.sin(2 * math.pi * (2 * xs + u[5])))
+        layout = torch.where(ys >= shore, water, layout)
+    return layout.to(torch.int64)
+
+
+def _landscape(layout: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Colour a stuff layout: each region its jittered colour, a grain; and a texture.
+
+    Returns:
+        ``(background [3, S, S] float32 in [0, 1], shade [S, S] float32)``.
+    """
+    size = layout.shape[0]
+    colours = (_STUFF_RGB + 0.08 * torch.randn(3, 3, generator=g)).clamp(0, 1)  # [K, 3]
+    noise = torch.randn(2, size, size, generator=g)  # [2, S, S]
+    background = colours[layout - STUFF_IDS[0]].permute(2, 0, 1)  # [3, S, S]
+    return (background + 0.03 * noise[0]).clamp(0, 1), 1 + 0.06 * noise[1]
+
+
+def _semantic_map(layout: Tensor, things: Tensor) -> Tensor:
+    """Semantic classes of a scene: 0 on things, 1-3 the stuff under the rest, -1 void.
+
+    The void is a one-pixel band where the stuff category changes (on the lower or right side
+    of each change), except on things.
+
+    Returns:
+        Tensor[S, S] int64.
+    """
+    semantic = layout - STUFF_IDS[0] + 1
+    edge = torch.zeros_like(layout, dtype=torch.bool)
+    edge[1:] |= layout[1:] != layout[:-1]
+    edge[:, 1:] |= layout[:, 1:] != layout[:, :-1]
+    semantic[edge] = -1
+    if len(things):
+        semantic[things.any(dim=0)] = 0
+    return semantic
 
 
 def _is_int(value: Any) -> bool:
@@ -1000,6 +1164,9 @@ def _render(background: Tensor, shade: Tensor, ids: Tensor, labels: list[int],
         ``(image [3, H, W] float32, masks [N, H, W] bool, labels [N] int64)``.
     """
     height, width = ids.shape
+    if not labels:
+        return (background, torch.zeros(0, height, width, dtype=torch.bool),
+                torch.zeros(0, dtype=torch.int64))
     masks = ids[None] == torch.arange(1, len(labels) + 1)[:, None, None]  # [n, H, W]
     keep = masks.flatten(1).sum(dim=1) >= _MIN_VISIBLE  # [n]
     masks = masks[keep]  # [N, H, W]

@@ -28,6 +28,10 @@ class Instances:
         masks (Tensor[N, H, W] or None): bool full-image masks.
         image_size: ``(H, W)``; taken from ``masks`` when not given.
         image_id: the COCO image id, for evaluation; optional.
+        semantic (Tensor or None): the image's per-pixel "stuff" classes, for panoptic
+            models (chapter 11): in a target a ``Tensor[H, W]`` int64 class index per pixel
+            (``-1`` where unlabelled), in a prediction ``Tensor[C, H, W]`` class
+            probabilities. Not per object: indexing keeps it whole.
 
     ``inst[i]`` with an int, a slice, a bool Tensor[N] or an int64 index Tensor gives the
     selected objects as a new ``Instances`` (an int keeps a length-1 axis).
@@ -39,6 +43,7 @@ class Instances:
     masks: Tensor | None = None
     image_size: tuple[int, int] | None = None
     image_id: int | None = None
+    semantic: Tensor | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.boxes, Tensor) or self.boxes.ndim != 2 or self.boxes.shape[1] != 4:
@@ -64,6 +69,11 @@ class Instances:
         if self.image_size is None:
             raise ValueError("give image_size (H, W) when there are no masks")
         self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        if self.semantic is not None and (
+                not isinstance(self.semantic, Tensor) or self.semantic.ndim not in (2, 3)
+                or tuple(self.semantic.shape[-2:]) != self.image_size):
+            raise ValueError(f"semantic must be a Tensor[H, W] or [C, H, W] with (H, W) = "
+                             f"{self.image_size}, got {_describe(self.semantic)}")
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -80,7 +90,7 @@ class Instances:
 
     def to(self, device: torch.device | str) -> Instances:
         """The same instances with every tensor on ``device``."""
-        moved = {name: getattr(self, name).to(device) for name in _PER_OBJECT
+        moved = {name: getattr(self, name).to(device) for name in (*_PER_OBJECT, "semantic")
                  if getattr(self, name) is not None}
         return replace(self, **moved)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from os import PathLike
@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from course.ap import COCOResult, coco_evaluate
 from course.model import MaskRCNN
+from course.pq import panoptic_quality
 from course.structures import Instances
 
 
@@ -251,6 +252,33 @@ def evaluate(model: MaskRCNN, dataset: Any, iou_type: str = "segm", batch_size: 
     categories = list(range(1, model.config.num_classes + 1))
     return coco_evaluate(dataset.coco_ground_truth(), [d.as_dict() for d in detections],
                          iou_type, categories)
+
+
+def evaluate_panoptic(model: MaskRCNN, dataset: Any,
+                      policies: Sequence[str] = ("instance_priority", "stuff_protected"),
+                      batch_size: int = 16, progress: bool | None = None,
+                      **fusion: Any) -> dict[str, dict[str, Any]]:
+    """PQ of a panoptic model on ``dataset`` under each fusion policy.
+
+    ``dataset`` gives ``panoptic(i)`` (the ground truth's ids and segments) and names its
+    categories: ``semantic_categories`` (of the semantic head's classes), ``thing_ids`` and
+    ``stuff_ids``, as :class:`course.data.PanopticShapesDataset` does. ``fusion`` goes to
+    :func:`course.fusion.panoptic_fusion`.
+
+    Returns:
+        ``{policy: result}``, ``result`` as :func:`course.pq.panoptic_quality` gives it.
+    """
+    from course.fusion import panoptic_fusion
+
+    detections = predict_dataset(model, dataset, batch_size, progress)
+    truth = [dataset.panoptic(i) for i in range(len(dataset))]
+    out = {}
+    for policy in policies:
+        images = [(*gt, *panoptic_fusion(d, d.semantic, policy,
+                                         categories=dataset.semantic_categories, **fusion))
+                  for gt, d in zip(truth, detections, strict=True)]
+        out[policy] = panoptic_quality(images, dataset.thing_ids, dataset.stuff_ids)
+    return out
 
 
 def save_checkpoint(path: str | PathLike, model: MaskRCNN, config: TrainConfig,

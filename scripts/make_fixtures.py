@@ -858,6 +858,69 @@ def build_label_anchors() -> list[Case]:
     return cases
 
 
+def _rect_masks(h: int, w: int, rects: list[tuple[int, int, int, int]]) -> np.ndarray:
+    masks = np.zeros((len(rects), h, w), dtype=bool)
+    for k, (y0, y1, x0, x1) in enumerate(rects):
+        masks[k, y0:y1, x0:x1] = True
+    return masks
+
+
+def build_paste_by_score() -> list[Case]:
+    from course.fusion import paste_by_score
+
+    rng = _rng(111)
+    two = _rect_masks(4, 6, [(0, 3, 0, 4), (1, 4, 2, 6)])
+    specs = [("two overlapping masks, the second scores higher", "the shared pixels go to the "
+              "higher score; 0 where no mask is", two, np.array([0.6, 0.9])),
+             ("the same masks, the first scores higher", "compare scores, not positions",
+              two, np.array([0.9, 0.6])),
+             ("equal scores", "between equal scores the earlier mask wins", two,
+              np.array([0.7, 0.7])),
+             ("one mask inside another", "a small high-scored mask keeps its pixels inside a "
+              "large one", _rect_masks(5, 5, [(0, 5, 0, 5), (1, 3, 1, 3)]), np.array([0.5, 0.8])),
+             ("no masks", "without masks every pixel is 0", np.zeros((0, 3, 4), dtype=bool),
+              np.zeros(0)),
+             ("eight random masks, some scores tied", "value k + 1 for mask k (1-based ids)",
+              _random_masks(rng, 8, 9, 7, 0.35), np.round(rng.random(8), 1))]
+    cases = []
+    for name, hint, things, scores in specs:
+        value = paste_by_score(torch.from_numpy(things), torch.from_numpy(scores)).numpy()
+        cases.append(Case(name, hint, [things, scores], {"value": value}))
+    return cases
+
+
+def build_protect() -> list[Case]:
+    from course.fusion import protected_pixels
+
+    rng = _rng(112)
+
+    def probs(c: int, h: int, w: int) -> np.ndarray:
+        x = rng.random((c, h, w)) ** 3
+        return x / x.sum(axis=0, keepdims=True)
+
+    sky = np.zeros((3, 4, 5))
+    sky[1, :2], sky[0, 2:] = 0.9, 0.8  # channel 1 (sky) sure in the top rows
+    sky[2] = 1 - sky[:2].sum(axis=0)
+    exact = np.full((2, 3, 3), 0.5)
+    specs = [("a thing reaching into confident sky", "drop the pixels where a protected "
+              "channel is above the threshold", _rect_masks(4, 5, [(1, 4, 1, 4)]), sky, [1],
+              0.5),
+             ("the same, nothing protected", "with no protected channel the masks are "
+              "unchanged", _rect_masks(4, 5, [(1, 4, 1, 4)]), sky, [], 0.5),
+             ("probability exactly at the threshold", "above means strictly above",
+              _rect_masks(3, 3, [(0, 3, 0, 3)]), exact, [0], 0.5),
+             ("two protected channels, three masks", "any protected channel forbids a pixel, "
+              "for every mask", _random_masks(rng, 3, 6, 7, 0.5), probs(4, 6, 7), [1, 3], 0.4),
+             ("no masks", "zero masks in, zero masks out", np.zeros((0, 4, 5), dtype=bool),
+              sky, [1], 0.5)]
+    cases = []
+    for name, hint, things, semantic, channels, threshold in specs:
+        forbidden = protected_pixels(torch.from_numpy(semantic), channels, threshold).numpy()
+        cases.append(Case(name, hint, [things, semantic, np.array(channels, dtype=np.int64),
+                                       np.array(threshold)], {"value": things & ~forbidden}))
+    return cases
+
+
 BUILDERS: dict[str, Callable[[], list[Case]]] = {
     "mask_area": build_mask_area,
     "mask_iou": build_mask_iou,
@@ -890,6 +953,9 @@ BUILDERS: dict[str, Callable[[], list[Case]]] = {
     "encode_boxes": build_encode_boxes,
     "decode_boxes": build_decode_boxes,
     "label_anchors": build_label_anchors,
+    # chapter 11
+    "paste_by_score": build_paste_by_score,
+    "protect": build_protect,
 }
 
 

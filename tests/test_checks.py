@@ -14,6 +14,7 @@ import course.ap
 import course.boxes
 import course.data
 import course.fpn
+import course.fusion
 import course.losses
 import course.masks
 import course.model.anchors
@@ -189,6 +190,71 @@ def labels_no_low_quality(iou, high, low):
         labels = torch.where(best >= high, 1, torch.where(best < low, 0, -1))
     return labels
 
+
+
+# --- chapter 11: fusion ----------------------------------------------------------------------
+
+
+def paste_ok(masks, scores):
+    order = torch.sort(scores, descending=True, stable=True).indices
+    out = torch.zeros(masks.shape[1:], dtype=torch.int64)
+    for k in order.flip(0).tolist():
+        out[masks[k]] = k + 1
+    return out
+
+
+def paste_in_order(masks, scores):  # ignores the scores: the last mask painted wins
+    out = torch.zeros(masks.shape[1:], dtype=torch.int64)
+    for k in range(len(masks)):
+        out[masks[k]] = k + 1
+    return out
+
+
+def paste_lowest_wins(masks, scores):
+    return paste_ok(masks, -scores)
+
+
+def paste_ties_to_later(masks, scores):  # unstable: equal scores go to the later mask
+    out = torch.zeros(masks.shape[1:], dtype=torch.int64)
+    best = torch.full(masks.shape[1:], -float("inf"), dtype=torch.float64)
+    for k in range(len(masks)):
+        better = masks[k] & (float(scores[k]) >= best)
+        out[better], best[better] = k + 1, float(scores[k])
+    return out
+
+
+def paste_zero_based(masks, scores):
+    return torch.where(paste_ok(masks, scores) > 0, paste_ok(masks, scores) - 1, 0)
+
+
+def paste_via_fusion(masks, scores):
+    return course.fusion.paste_by_score(masks, scores)
+
+
+def protect_ok(masks, semantic, protected, threshold):
+    forbidden = torch.zeros(semantic.shape[1:], dtype=torch.bool)
+    for c in protected.tolist():
+        forbidden |= semantic[c] > threshold
+    return masks & ~forbidden
+
+
+def protect_at_or_above(masks, semantic, protected, threshold):
+    forbidden = torch.zeros(semantic.shape[1:], dtype=torch.bool)
+    for c in protected.tolist():
+        forbidden |= semantic[c] >= threshold
+    return masks & ~forbidden
+
+
+def protect_argmax(masks, semantic, protected, threshold):  # the most probable class, no bar
+    return masks & ~torch.isin(semantic.argmax(0), protected)
+
+
+def protect_first_channel_only(masks, semantic, protected, threshold):
+    return protect_ok(masks, semantic, protected[:1], threshold)
+
+
+def protect_via_library(masks, semantic, protected, threshold):
+    return masks & ~course.fusion.protected_pixels(semantic, protected.tolist(), threshold)
 
 
 # --- plausible wrong answers --------------------------------------------------------------
@@ -855,6 +921,13 @@ CHECKERS = {
                       [labels_argmax, labels_no_low_quality],
                       [lambda iou, h, lo: course.model.assign.match_boxes(iou, h, lo,
                                                                           True).label]),
+    # chapter 11
+    "paste_by_score": (checks.check_paste_by_score, paste_ok,
+                       [paste_in_order, paste_lowest_wins, paste_ties_to_later, paste_zero_based],
+                       [paste_via_fusion]),
+    "protect": (checks.check_protect, protect_ok,
+                [protect_at_or_above, protect_argmax, protect_first_channel_only],
+                [protect_via_library]),
     # chapter 03
     "precision_recall": (checks.check_precision_recall, pr_ok,
                          [pr_swapped, pr_not_cumulative, pr_recall_over_list],

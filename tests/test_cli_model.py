@@ -62,3 +62,20 @@ def test_every_command_has_help(capsys):
             cli.main([command, "--help"])
         assert exit_info.value.code == 0
     assert "--minutes" in capsys.readouterr().out
+
+
+def test_a_panoptic_run_reports_pq_under_both_policies(tmp_path, capsys):
+    out = tmp_path / "p"
+    assert cli.main(["train", "--panoptic", "--steps", "1", "--batch-size", "2", "--out",
+                     str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.count("Average Precision") == 6
+    for policy in ("instance_priority", "stuff_protected"):
+        assert f"policy {policy}" in text
+    assert text.count("Things    |") == 2 and text.count("Stuff     |") == 2
+    assert cli.main(["evaluate", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["panoptic"]) == {"instance_priority", "stuff_protected"}
+    assert 0 <= report["panoptic"]["stuff_protected"]["All"]["pq"] <= 1
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--panoptic", "--overlap", "--steps", "1", "--out", str(out)])

@@ -391,3 +391,78 @@ def test_shapes_dataset_rejects_bad_arguments():
         with pytest.raises(IndexError, match="out of range"):
             ds[index]
     assert len(ShapesDataset("val", length=0)) == 0
+
+
+# --- chapter 11: panoptic scenes for training ---------------------------------------------------
+
+from course.data import (  # noqa: E402
+    SEMANTIC_CATEGORIES,
+    PanopticShapesDataset,
+)
+from course.pq import panoptic_quality  # noqa: E402
+
+
+def test_panoptic_dataset_is_drawn_per_index_and_differs_from_the_shapes():
+    ds = PanopticShapesDataset("val")
+    image, target = ds[5]
+    again, same = PanopticShapesDataset("val", length=10)[5]
+    assert image.equal(again) and target.semantic.equal(same.semantic)
+    assert not image.equal(ShapesDataset("val")[5][0])
+    assert target.image_id == 5 and target.semantic.dtype == torch.int64
+    assert not ds[0][0].equal(PanopticShapesDataset("train")[0][0])
+
+
+@pytest.mark.parametrize("index", range(0, 200, 7))
+def test_things_stand_on_the_grass_and_the_semantic_map_agrees(index):
+    image, target = PanopticShapesDataset("val")[index]
+    semantic = target.semantic
+    assert semantic.min() >= -1 and semantic.max() <= len(STUFF_IDS)
+    things = target.masks.any(0) if len(target) else torch.zeros_like(semantic, dtype=torch.bool)
+    assert bool((semantic[things] == 0).all()) and not bool((semantic[~things] == 0).any())
+    assert target.masks.sum(0).max() <= 1 and bool(image.min() >= 0) and bool(image.max() <= 1)
+    for mask in target.masks:  # no thing reaches the sky: its rows lie below the horizon
+        sky_rows = (semantic == 1).any(dim=1).nonzero().max()
+        assert mask.nonzero()[:, 0].min() > sky_rows - 0.2 * len(semantic)
+    assert bool((semantic == 1).any()) and bool((semantic == 2).any())
+
+
+def test_panoptic_encoding_scores_perfectly_against_itself_and_matches_the_target():
+    ds = PanopticShapesDataset("val", length=20)
+    images = []
+    for i in range(len(ds)):
+        ids, segments = ds.panoptic(i)
+        target = ds[i][1]
+        things = {k: v for k, v in segments.items() if v[0] in THING_IDS}
+        assert len(things) == len(target) and bool(((ids == 0) == (target.semantic == -1)).all())
+        for sid, (category, crowd) in segments.items():
+            assert not crowd and bool((ids == sid).any())
+            if category in STUFF_IDS:
+                k = SEMANTIC_CATEGORIES.index(category)
+                assert bool(((ids == sid) == (target.semantic == k)).all())
+        images.append((ids, segments, ids, segments))
+    result = panoptic_quality(images, THING_IDS, STUFF_IDS)
+    assert result["All"]["pq"] == 1.0 and result["Things"]["n"] == 3
+
+
+def test_some_scenes_have_decoys_in_the_sky_that_are_labelled_sky():
+    ds = PanopticShapesDataset("val")
+    decoyed = 0
+    for i in range(40):
+        image, target = ds[i]
+        sky = target.semantic == 1
+        colour = image[:, sky].median(dim=1).values[:, None]  # [3, 1]
+        far = (image[:, sky] - colour).abs().amax(dim=0) > 0.25  # sky pixels unlike the sky
+        decoyed += int(far.sum()) >= 20
+    assert 5 <= decoyed <= 35
+
+
+def test_panoptic_dataset_trains_a_model_with_a_semantic_head():
+    from course.model import MaskRCNN, MaskRCNNConfig
+
+    torch.manual_seed(0)
+    model = MaskRCNN(MaskRCNNConfig(width=8, channels=16, representation=32, mask_convs=1,
+                                    stuff_classes=3, semantic_channels=8)).train()
+    images, targets = collate([PanopticShapesDataset("train", image_size=64)[i]
+                               for i in range(2)])
+    losses = model(images, targets, seed=0)
+    assert set(losses) >= {"semantic", "mask"} and torch.isfinite(losses["semantic"])

@@ -265,3 +265,59 @@ def test_roi_pool_model_trains():
     losses = model(images, targets, seed=0)
     sum(losses.values()).backward()
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+# --- the semantic head (chapter 11) ----------------------------------------------------------
+
+
+def panoptic_batch(n=2, size=64):
+    from course.data import PanopticShapesDataset
+
+    data = PanopticShapesDataset("train", image_size=size)
+    return collate([data[i] for i in range(n)])
+
+
+def test_a_panoptic_model_adds_a_semantic_loss_that_learns():
+    model = tiny_model(stuff_classes=3, semantic_channels=8).train()
+    images, targets = panoptic_batch()
+    losses = model(images, targets, seed=0)
+    assert len(losses) == 6  # starts undecided: half (the weight) of log(4 classes)
+    assert losses["semantic"].item() == pytest.approx(0.5 * math.log(4), abs=0.01)
+    opt = torch.optim.SGD(model.semantic_head.parameters(), lr=0.1, momentum=0.9)
+    first = losses["semantic"].item()
+    for step in range(15):
+        loss = model(images, targets, seed=step)["semantic"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.8 * first
+
+
+def test_semantic_probabilities_cover_each_image_and_sum_to_one():
+    model = tiny_model(stuff_classes=3, semantic_channels=8).eval()
+    images = [torch.rand(3, 64, 48), torch.rand(3, 40, 64)]
+    out = model.predict(images)
+    for det, image in zip(out, images, strict=True):
+        assert det.semantic.shape == (4, *image.shape[1:])
+        assert torch.allclose(det.semantic.sum(0), torch.ones(image.shape[1:]), atol=1e-5)
+    assert tiny_model().predict(images)[0].semantic is None
+
+
+def test_semantic_targets_are_checked():
+    model = tiny_model(stuff_classes=3, semantic_channels=8).train()
+    images, targets = panoptic_batch()
+    from dataclasses import replace
+    with pytest.raises(ValueError, match=r"targets\[0\].semantic must be a Tensor\[H, W\]"):
+        model(images, [replace(targets[0], semantic=None), targets[1]])
+    with pytest.raises(ValueError, match=r"classes 0..3"):
+        model(images, [replace(targets[0], semantic=targets[0].semantic + 3), targets[1]])
+    with pytest.raises(ValueError, match="P2"):
+        MaskRCNN(MaskRCNNConfig(levels=(3, 4, 5), anchor_sizes=(32, 64, 128), stuff_classes=2))
+
+
+def test_panoptic_checkpoint_round_trip(tmp_path):
+    model = tiny_model(stuff_classes=3, semantic_channels=8).eval()
+    model.save(tmp_path / "m.pt")
+    back = MaskRCNN.load(tmp_path / "m.pt")
+    image = torch.rand(1, 3, 64, 64)
+    assert back.predict(image)[0].semantic.equal(model.predict(image)[0].semantic)

@@ -81,3 +81,21 @@ def test_coco_evaluate_reads_instances():
     assert (as_objects == as_dicts).all()
     with pytest.raises(ValueError, match="image_id"):
         make().as_dict()
+
+
+def test_semantic_is_kept_whole_by_indexing_and_moved_by_to():
+    inst = make()
+    semantic = torch.randint(-1, 4, inst.image_size)
+    with_map = Instances(inst.boxes, inst.labels, inst.scores, inst.masks, semantic=semantic)
+    picked = with_map[torch.tensor([True, False, True])]
+    assert len(picked) == 2 and picked.semantic is semantic
+    assert with_map.to("cpu").semantic.equal(semantic)
+    probs = torch.rand(4, *inst.image_size)
+    assert Instances(inst.boxes, inst.labels, semantic=probs, masks=inst.masks).semantic is probs
+
+
+@pytest.mark.parametrize("semantic", [torch.zeros(8, 9), torch.zeros(8), [[0]]])
+def test_semantic_must_cover_the_image(semantic):
+    inst = make()
+    with pytest.raises(ValueError, match="semantic must be a Tensor"):
+        Instances(inst.boxes, inst.labels, inst.scores, inst.masks, semantic=semantic)

@@ -47,6 +47,12 @@ class MaskRCNNConfig:
         box_weights: scaling of the heads' box coding ``(wx, wy, ww, wh)``.
         score_threshold, box_nms, detections_per_image: post-processing at inference.
         mask_threshold: probability above which a pasted mask pixel is foreground.
+
+    Semantic head (chapter 11's panoptic model; absent when ``stuff_classes`` is 0):
+        stuff_classes: stuff categories the head labels; it predicts ``stuff_classes + 1``
+            classes per pixel, class 0 standing for every thing.
+        semantic_channels: width of the head's convolutions.
+        semantic_weight: the semantic loss's weight in the total (Panoptic FPN's 0.5).
     """
 
     num_classes: int = 3
@@ -82,6 +88,10 @@ class MaskRCNNConfig:
     detections_per_image: int = 50
     mask_threshold: float = 0.5
 
+    stuff_classes: int = 0
+    semantic_channels: int = 32
+    semantic_weight: float = 0.5
+
     def __post_init__(self) -> None:
         for name in ("levels", "blocks", "anchor_sizes", "anchor_ratios", "image_mean",
                      "image_std", "rpn_pre_nms_top_n", "rpn_post_nms_top_n", "box_weights"):
@@ -89,6 +99,12 @@ class MaskRCNNConfig:
         _positive(self, "num_classes", "width", "channels", "representation", "box_pool",
                   "mask_pool", "rpn_batch_per_image", "roi_batch_per_image",
                   "detections_per_image")
+        if isinstance(self.stuff_classes, bool) or not isinstance(self.stuff_classes, int) \
+                or self.stuff_classes < 0:
+            raise ValueError(f"stuff_classes must be an int >= 0, got {self.stuff_classes!r}")
+        _positive(self, "semantic_channels")
+        if not self.semantic_weight >= 0:
+            raise ValueError(f"semantic_weight must be >= 0, got {self.semantic_weight}")
         if len(self.anchor_sizes) != len(self.levels):
             raise ValueError(f"anchor_sizes needs one size per level: {len(self.levels)} levels "
                              f"{self.levels}, got {len(self.anchor_sizes)} sizes")

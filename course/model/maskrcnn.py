@@ -4,7 +4,9 @@
 proposals from the RPN (:mod:`course.model.rpn`), then a box head and a mask head on RoIs
 pooled from the pyramid with ROIAlign (:func:`course.roi_align.multiscale_roi_align`). In
 training it returns the five losses; in evaluation one :class:`course.structures.Instances` per
-image, with full-image masks.
+image, with full-image masks. With ``config.stuff_classes`` it is a panoptic model (chapter
+11): a semantic head (:mod:`course.model.semantic_head`) on the same pyramid adds a sixth loss,
+and each ``Instances`` carries the per-pixel class probabilities in ``semantic``.
 
 Images go in as they are: ``[B, 3, H, W]`` floats in [0, 1], or a list of ``[3, H, W]`` of
 different sizes, which are padded (never resized) at the bottom and right to a common size
@@ -14,6 +16,7 @@ divisible by the coarsest stride. Boxes and masks come back in the input's pixel
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from os import PathLike
 
 import torch
@@ -27,6 +30,7 @@ from course.model.config import MaskRCNNConfig
 from course.model.mask_head import MaskHead, mask_loss
 from course.model.postprocess import detect, paste_detections
 from course.model.rpn import RegionProposalNetwork
+from course.model.semantic_head import SemanticHead, semantic_logits, semantic_loss
 from course.roi_align import multiscale_roi_align
 from course.structures import Instances
 
@@ -45,6 +49,7 @@ class MaskRCNN(nn.Module):
         self.rpn = RegionProposalNetwork(c)
         self.box_head = BoxHead(c)
         self.mask_head = MaskHead(c)
+        self.semantic_head = SemanticHead(c) if c.stuff_classes else None
         self.register_buffer("mean", torch.tensor(c.image_mean).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(c.image_std).view(1, 3, 1, 1), False)
 
@@ -60,7 +65,8 @@ class MaskRCNN(nn.Module):
 
         Returns:
             training: ``{"rpn_objectness", "rpn_box", "box_class", "box_regression",
-            "mask"}``, scalars; evaluation: ``list[Instances]``.
+            "mask"}`` (and ``"semantic"`` with a semantic head), scalars; evaluation:
+            ``list[Instances]``.
         """
         batch, sizes = self._prepare(images)
         if self.training:
@@ -75,8 +81,14 @@ class MaskRCNN(nn.Module):
             sample = sample_proposals(proposals, targets, self.config, generators)
             losses.update(self._forward_box(features, sample, targets))
             losses["mask"] = self._forward_mask(features, sample, targets)
+            if self.semantic_head is not None:
+                losses["semantic"] = self._forward_semantic(features, targets, sizes,
+                                                            batch.shape[-2:])
             return losses
-        return self._detect(features, proposals, sizes)
+        detections = self._detect(features, proposals, sizes)
+        if self.semantic_head is not None:
+            detections = self._attach_semantic(features, detections, batch.shape[-2:])
+        return detections
 
     @torch.no_grad()
     def predict(self, images: ImagesLike) -> list[Instances]:
@@ -107,6 +119,19 @@ class MaskRCNN(nn.Module):
         positives = [b[:n] for b, n in zip(sample.boxes, sample.num_positive, strict=True)]
         logits = self.mask_head(self._pool(features, positives, self.config.mask_pool))
         return mask_loss(logits, sample, targets)
+
+    def _forward_semantic(self, features: list[Tensor], targets: Sequence[Instances],
+                          sizes: list[tuple[int, int]], padded: torch.Size) -> Tensor:
+        logits = semantic_logits(self.semantic_head(features), padded)
+        loss = semantic_loss(logits, [t.semantic for t in targets], sizes)
+        return self.config.semantic_weight * loss
+
+    def _attach_semantic(self, features: list[Tensor], detections: list[Instances],
+                         padded: torch.Size) -> list[Instances]:
+        """Each image's class probabilities ``[K, H, W]`` in its ``semantic`` field."""
+        probs = semantic_logits(self.semantic_head(features), padded).softmax(dim=1)
+        return [replace(d, semantic=p[:, :d.image_size[0], :d.image_size[1]])
+                for d, p in zip(detections, probs, strict=True)]
 
     def _detect(self, features: list[Tensor], proposals: list[Tensor],
                 sizes: list[tuple[int, int]]) -> list[Instances]:
@@ -163,8 +188,10 @@ class MaskRCNN(nn.Module):
                     (t.boxes[:, 2:] < t.boxes[:, :2]).any()):
                 raise ValueError(f"targets[{i}].boxes must be finite (x1, y1, x2, y2) with "
                                  "x2 >= x1 and y2 >= y1")
+            if self.semantic_head is not None:
+                _check_semantic(t.semantic, i, self.config.stuff_classes)
             t = Instances(clip_boxes(t.boxes.float(), h, w), t.labels, None, t.masks,
-                          (h, w), t.image_id).to(device)
+                          (h, w), t.image_id, t.semantic).to(device)
             out.append(t[(t.boxes[:, 2] > t.boxes[:, 0]) & (t.boxes[:, 3] > t.boxes[:, 1])])
         return out
 
@@ -217,6 +244,15 @@ def _check_image(image: Tensor, i: int) -> None:
     if low < -RANGE_SLACK or high > 1 + RANGE_SLACK or image.isnan().any():
         raise ValueError(f"image {i} must hold values in [0, 1], found [{low:.3g}, {high:.3g}]"
                          f"{' (looks like 0-255: divide by 255)' if high > 2 else ''}")
+
+
+def _check_semantic(semantic: Tensor | None, i: int, stuff_classes: int) -> None:
+    if semantic is None or semantic.ndim != 2 or semantic.is_floating_point():
+        raise ValueError(f"targets[{i}].semantic must be a Tensor[H, W] of class ids for the "
+                         f"semantic head, got {_describe(semantic)}")
+    if bool(((semantic < -1) | (semantic > stuff_classes)).any()):
+        raise ValueError(f"targets[{i}].semantic must hold classes 0..{stuff_classes} (or -1 "
+                         f"for unlabelled), found {int(semantic.min())}..{int(semantic.max())}")
 
 
 def _describe(x: object) -> str:
