@@ -756,7 +756,105 @@ _COLOUR_CANDIDATES = 16
 _REACH = (0.5, 1 / math.sqrt(2), 1 / math.sqrt(3))
 
 
-class ShapesDataset(Dataset):
+class GeneratedDataset(Dataset):
+    """A data set whose image ``i`` is drawn alone, from its own seed.
+
+    The generator of image ``i`` is seeded from ``(domain, split, seed, i)`` through
+    ``numpy.random.SeedSequence``: any image can be made alone, in any order and in any
+    DataLoader worker, ``ds[i]`` is the same every time, train and val share no image, and
+    two data sets of different ``DOMAIN`` share none either. A subclass names its ``CLASSES``
+    and draws one image in ``_draw(g) -> (image [3, S, S], masks [N, S, S], labels [N])``.
+
+    Args:
+        split: ``"train"`` or ``"val"``.
+        length: the number of images; default ``DEFAULT_LENGTH[split]``. The first images do
+            not depend on it.
+        image_size: the side ``S`` of the square images, at least 32.
+        seed: a non-negative int; each ``(split, seed)`` is a different set of images.
+
+    ``ds[i]`` returns ``(image, target)``: ``image (Tensor[3, S, S])`` float32 RGB in [0, 1],
+    ``target`` an :class:`~course.structures.Instances` with tight ``boxes`` of the masks,
+    ``labels``, ``masks``, ``image_size`` ``(S, S)`` and ``image_id`` ``i``. Batch with
+    :func:`collate`.
+    """
+
+    DOMAIN: int | None = None  # None: seeded from (split, seed, i) alone
+    CLASSES: tuple[str, ...] = CLASSES
+    DEFAULT_LENGTH = {"train": 100_000, "val": 200}
+
+    def __init__(self, split: str = "train", length: int | None = None,
+                 image_size: int = 128, seed: int = 0) -> None:
+        if split not in _SPLIT_CODES:
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if length is None:
+            length = self.DEFAULT_LENGTH[split]
+        if not _is_int(length) or length < 0:
+            raise ValueError(f"length must be an integer >= 0 (or None), got {length!r}")
+        if not _is_int(image_size) or image_size < 32:
+            raise ValueError(f"image_size must be an integer >= 32, got {image_size!r}")
+        if not _is_int(seed) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        self.split, self.length = split, int(length)
+        self.image_size, self.seed = int(image_size), int(seed)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(split={self.split!r}, length={self.length}, "
+                f"image_size={self.image_size}, seed={self.seed})")
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Instances]:
+        i = self._check_index(index)
+        image, masks, labels = self._draw(self.generator(i))
+        size = (self.image_size, self.image_size)
+        return image, Instances(masks_to_boxes(masks).float(), labels, None, masks, size, i)
+
+    def _check_index(self, index: int) -> int:
+        i = operator.index(index)
+        if not -self.length <= i < self.length:
+            raise IndexError(f"index {index} is out of range for a dataset of {self.length} "
+                             "images")
+        return i % self.length
+
+    def _draw(self, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        raise NotImplementedError
+
+    def generator(self, index: int) -> torch.Generator:
+        """The generator image ``index`` is drawn from (see the class docstring)."""
+        domain = [] if self.DOMAIN is None else [self.DOMAIN]
+        entropy = [*domain, _SPLIT_CODES[self.split], self.seed, int(index)]
+        state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)
+        return torch.Generator().manual_seed(int(state[0]))
+
+    def coco_ground_truth(self) -> list[dict[str, Any]]:
+        """Every image's objects as :func:`course.ap.coco_evaluate` takes its ground truth.
+
+        Meant for the val split (each image is drawn, a few milliseconds).
+
+        Returns:
+            list of dicts, one per image in index order: ``image_id`` (int), ``labels [N]``,
+            ``masks [N, S, S]`` bool, ``boxes [N, 4]`` ``(x1, y1, x2, y2)``.
+        """
+        out = []
+        for i in range(len(self)):
+            target = self[i][1]
+            out.append({"image_id": i, "labels": target.labels, "masks": target.masks,
+                        "boxes": target.boxes})
+        return out
+
+    def write_coco(self, path: str | PathLike) -> None:
+        """Write the dataset's objects as a COCO instances json (RLE masks, named categories).
+
+        Read it back with :func:`course.coco.load_ground_truth`, or give it to pycocotools.
+        """
+        categories = {k: name for k, name in enumerate(self.CLASSES, start=1)}
+        data = ground_truth_to_coco(self.coco_ground_truth(), categories)
+        with open(path, "w") as f:
+            json.dump(data, f)
+
+
+class ShapesDataset(GeneratedDataset):
     """Circles, squares and triangles on a textured background, for training Mask R-CNN.
 
     Image ``i`` comes from its own generator, seeded from ``(split, seed, i)`` through
@@ -794,44 +892,12 @@ class ShapesDataset(Dataset):
 
     def __init__(self, split: str = "train", length: int | None = None, overlap: bool = False,
                  image_size: int = 128, seed: int = 0) -> None:
-        if split not in _SPLIT_CODES:
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-        if length is None:
-            length = _DEFAULT_LENGTH[split]
-        if not _is_int(length) or length < 0:
-            raise ValueError(f"length must be an integer >= 0 (or None), got {length!r}")
-        if not _is_int(image_size) or image_size < 32:
-            raise ValueError(f"image_size must be an integer >= 32, got {image_size!r}")
-        if not _is_int(seed) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-        self.split, self.length, self.overlap = split, int(length), bool(overlap)
-        self.image_size, self.seed = int(image_size), int(seed)
-
-    def __len__(self) -> int:
-        return self.length
+        super().__init__(split, length, image_size, seed)
+        self.overlap = bool(overlap)
 
     def __repr__(self) -> str:
         return (f"ShapesDataset(split={self.split!r}, length={self.length}, "
                 f"overlap={self.overlap}, image_size={self.image_size}, seed={self.seed})")
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Instances]:
-        i = self._check_index(index)
-        image, masks, labels = self._draw(self.generator(i))
-        size = (self.image_size, self.image_size)
-        return image, Instances(masks_to_boxes(masks).float(), labels, None, masks, size, i)
-
-    def _check_index(self, index: int) -> int:
-        i = operator.index(index)
-        if not -self.length <= i < self.length:
-            raise IndexError(f"index {index} is out of range for a dataset of {self.length} "
-                             "images")
-        return i % self.length
-
-    def generator(self, index: int) -> torch.Generator:
-        """The generator image ``index`` is drawn from, seeded from ``(split, seed, index)``."""
-        entropy = [_SPLIT_CODES[self.split], self.seed, int(index)]
-        state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)
-        return torch.Generator().manual_seed(int(state[0]))
 
     def _draw(self, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         """One image from ``g``: ``(image [3, S, S], masks [N, S, S], labels [N])``."""
@@ -880,32 +946,6 @@ class ShapesDataset(Dataset):
             return label, window, mask
         return None
 
-    def coco_ground_truth(self) -> list[dict[str, Any]]:
-        """Every image's objects as :func:`course.ap.coco_evaluate` takes its ground truth.
-
-        Meant for the val split (200 images by default; each is drawn, about a millisecond).
-
-        Returns:
-            list of dicts, one per image in index order: ``image_id`` (int), ``labels [N]``,
-            ``masks [N, S, S]`` bool, ``boxes [N, 4]`` ``(x1, y1, x2, y2)``.
-        """
-        out = []
-        for i in range(len(self)):
-            target = self[i][1]
-            out.append({"image_id": i, "labels": target.labels, "masks": target.masks,
-                        "boxes": target.boxes})
-        return out
-
-    def write_coco(self, path: str | PathLike) -> None:
-        """Write the dataset's objects as a COCO instances json (RLE masks, named categories).
-
-        Read it back with :func:`course.coco.load_ground_truth`, or give it to pycocotools.
-        """
-        categories = {k: name for k, name in enumerate(CLASSES, start=1)}
-        data = ground_truth_to_coco(self.coco_ground_truth(), categories)
-        with open(path, "w") as f:
-            json.dump(data, f)
-
 
 def collate(batch: list[tuple[Tensor, Instances]]) -> tuple[Tensor, list[Instances]]:
     """Stack images of one size and keep their targets in a list (a DataLoader ``collate_fn``).
@@ -940,13 +980,14 @@ class PanopticShapesDataset(ShapesDataset):
 
     Each image is a landscape: sky above a wavy horizon (at 30-50% of the height), grass
     below, half the time water along the bottom (its shore at 80-90%), every region its own
-    jittered colour with a grain. The things (1-5 circles, squares and triangles, sizes 16-44 px, random colours kept apart from
-    the ground around them and from each other, never touching) stand entirely on the grass:
-    a thing is never in the sky or the water, so a model that puts one there is wrong (a
-    "flying car"). To make that a mistake a model can make, the sky holds 0-2 *decoys*: shapes
-    of the same kinds and colours (12-32 px) that belong to the sky (think of a kite, or a
-    car on a billboard) and are labelled sky. A one-pixel band where two stuff regions meet is
-    left unlabelled (void), as COCO's stuff boundaries often are.
+    jittered colour with a grain. The things (1-5 circles, squares and triangles, sizes 16-44
+    px, random colours kept apart from the ground around them and from each other, never
+    touching) stand entirely on the grass: a thing is never in the sky or the water, so a
+    model that puts one there is wrong (a "flying car"). To make that a mistake a model can
+    make, the sky holds 0-2 *decoys*: shapes of the same kinds and colours (12-32 px) that
+    belong to the sky (think of a kite, or a car on a billboard) and are labelled sky. A
+    one-pixel band where two stuff regions meet is left unlabelled (void), as COCO's stuff
+    boundaries often are.
 
     Image ``i`` is drawn from its own generator, as in :class:`ShapesDataset` (whose
     arguments it takes, without ``overlap``), and never equals a :class:`ShapesDataset` image.
@@ -957,6 +998,7 @@ class PanopticShapesDataset(ShapesDataset):
     :meth:`panoptic` gives the COCO panoptic encoding of an image.
     """
 
+    DOMAIN = 11
     semantic_categories = SEMANTIC_CATEGORIES
     thing_ids = THING_IDS
     stuff_ids = STUFF_IDS
@@ -966,8 +1008,7 @@ class PanopticShapesDataset(ShapesDataset):
         super().__init__(split, length, False, image_size, seed)
 
     def __repr__(self) -> str:
-        return (f"PanopticShapesDataset(split={self.split!r}, length={self.length}, "
-                f"image_size={self.image_size}, seed={self.seed})")
+        return GeneratedDataset.__repr__(self)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Instances]:
         i = self._check_index(index)
@@ -975,12 +1016,6 @@ class PanopticShapesDataset(ShapesDataset):
         size = (self.image_size, self.image_size)
         return image, Instances(masks_to_boxes(masks).float(), labels, None, masks, size, i,
                                 semantic)
-
-    def generator(self, index: int) -> torch.Generator:
-        """The generator of image ``index``, seeded from ``("panoptic", split, seed, index)``."""
-        entropy = [11, _SPLIT_CODES[self.split], self.seed, int(index)]
-        state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)
-        return torch.Generator().manual_seed(int(state[0]))
 
     def panoptic(self, index: int) -> tuple[Tensor, dict[int, tuple[int, bool]]]:
         """Image ``index``'s ground truth as ``(ids [S, S] int64, {id: (category, False)})``.

@@ -191,8 +191,9 @@ def train(model: MaskRCNN, dataset: Dataset, config: TrainConfig,
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     history, batches = History(), _batches(dataset, config, collate or default_collate)
+    quiet = True if rank > 0 else None if progress is None else not progress  # None: if no tty
     bar = tqdm(total=config.steps or round(60 * config.minutes), unit="step" if config.steps
-               else "s", disable=(None if progress is None else not progress) or rank > 0)
+               else "s", disable=quiet)
     step, seconds, last_eval = 0, 0.0, 0.0
     model.train()
     while not _stop(step, seconds, config, device):
