@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from course.boxes import masks_to_boxes
 from course.coco import ground_truth_to_coco
+from course.pq import panoptic_to_pairs
 from course.structures import Instances
 
 CLASSES = ("circle", "square", "triangle")
@@ -1036,6 +1037,17 @@ class PanopticShapesDataset(ShapesDataset):
             segments[len(segments) + 1] = (label, False)
             ids[mask] = len(segments)
         return ids, segments
+
+    def pairs(self, index: int) -> Tensor:
+        """Image ``index``'s ground truth in the ``(category, instance)`` pair encoding.
+
+        Things are numbered 1, 2, ... within their category in drawing order, stuff has
+        instance 0, void pixels are ``(0, 0)`` (:func:`course.pq.panoptic_to_pairs`).
+
+        Returns:
+            Tensor[S, S, 2] int64.
+        """
+        return panoptic_to_pairs(*self.panoptic(index), void_category=0)
 
     def _draw_scene(self, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """One scene: ``(image [3, S, S], masks [N, S, S], labels [N], semantic [S, S])``."""

@@ -466,3 +466,20 @@ def test_panoptic_dataset_trains_a_model_with_a_semantic_head():
                                for i in range(2)])
     losses = model(images, targets, seed=0)
     assert set(losses) >= {"semantic", "mask"} and torch.isfinite(losses["semantic"])
+
+
+def test_panoptic_dataset_gives_category_instance_pairs_that_round_trip():
+    from course.pq import pairs_to_panoptic, pq_stats
+
+    ds = PanopticShapesDataset("val", length=8)
+    for i in range(len(ds)):
+        pairs = ds.pairs(i)
+        ids, segments = ds.panoptic(i)
+        target = ds[i][1]
+        assert pairs.shape == (*ids.shape, 2)
+        assert bool(((pairs[..., 0] == 0) == (ids == 0)).all())
+        things = torch.isin(pairs[..., 0], torch.tensor(THING_IDS))
+        assert int(pairs[..., 1][things].unique().numel()) <= len(target)
+        back = pairs_to_panoptic(pairs, THING_IDS, STUFF_IDS, void_category=0)
+        stats = pq_stats(ids, segments, *back)
+        assert int(stats.tp.sum()) == len(segments) and int(stats.fp.sum() + stats.fn.sum()) == 0
