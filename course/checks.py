@@ -634,10 +634,12 @@ def check_bilinear_interpolate(fn: Callable[..., Any]) -> None:
                 lambda out, case: _pooled_values(out, case, "one value per leading index"))
 
 
-def check_roi_align_bin(fn: Callable[..., Any]) -> None:
-    """``fn(feature [C, H, W], box [4], i, j, output_size, sampling_ratio) -> Tensor[C]``."""
-    _run_checks("roi_align_bin", fn, _roi_align_functions(),
-                lambda out, case: _pooled_values(out, case, "one value per channel"))
+def check_roi_align_weights(fn: Callable[..., Any]) -> None:
+    """``fn(start, bin_size, grid, bins, size) -> Tensor[bins, size]``: ROIAlign along one axis
+    as a matrix, row ``p`` the mean over bin ``p``'s samples of their bilinear weights."""
+    _run_checks("roi_align_weights", fn,
+                [roi_align.bilinear_interpolate, *_roi_align_functions()],
+                lambda out, case: _pooled_values(out, case, "one row of weights per bin"))
 
 
 def check_multiscale_roi_align(fn: Callable[..., Any]) -> None:

@@ -43,6 +43,78 @@ def _overlay(base: np.ndarray, mask: np.ndarray, colour: str, alpha: float) -> N
     base[mask] = (1 - alpha) * base[mask] + alpha * np.array(to_rgb(colour))
 
 
+Anchor = tuple[float, float, str, str]  # x, y (data coordinates), ha, va
+
+
+def _anchors(mask: np.ndarray) -> list[Anchor]:
+    """Where a mask's label may go, best first: above its top-left corner, inside it there,
+    below its bottom-left corner, at its pixel nearest the centroid, then down its left side."""
+    ys, xs = np.nonzero(mask)
+    x0, y0, y1 = float(xs.min()), float(ys.min()), float(ys.max())
+    i = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))  # nearest the centroid
+    found = [(x0 - 0.5, y0 - 1, "left", "bottom"), (x0 - 0.5, y0 - 0.5, "left", "top"),
+             (x0 - 0.5, y1 + 1, "left", "top"), (float(xs[i]), float(ys[i]), "center", "center")]
+    found += [(x0 - 0.5, float(y), "left", "top") for y in np.linspace(y0, y1, 8)[1:]]
+    return found
+
+
+def _place_labels(ax: Axes, labels: Sequence[tuple[str, str, list[Anchor]]],
+                  fontsize: float, alpha: float = 1.0) -> None:
+    """Write each ``(text, colour, anchors)`` at its first anchor where the label lies inside
+    the axes (so never on the title) and overlaps no label already written; if there is none,
+    at the anchor inside the axes that overlaps least. Sizes come from the figure's renderer."""
+    renderer = _renderer(ax)
+    frame = ax.get_window_extent(renderer)
+    pad = renderer.points_to_pixels(1.0)  # the bbox's "pad": 1 (points)
+    placed: list = []
+
+    def overlap(a, b) -> float:
+        w = min(a.x1, b.x1) - max(a.x0, b.x0)
+        h = min(a.y1, b.y1) - max(a.y0, b.y0)
+        return max(w, 0.0) * max(h, 0.0)
+
+    for text, colour, anchors in labels:
+        artist = ax.text(0, 0, text, color="white", fontsize=fontsize,
+                         bbox={"facecolor": colour, "pad": 1, "lw": 0, "alpha": alpha})
+        best = None
+        for x, y, ha, va in anchors:
+            artist.set_position((x, y))
+            artist.set_ha(ha)
+            artist.set_va(va)
+            box = artist.get_window_extent(renderer).padded(pad)  # the text and its bbox
+            shift = min(frame.x1 - box.x1, 0.0) or max(frame.x0 - box.x0, 0.0)
+            if shift:  # slide along x into the axes
+                at = ax.transData.transform((x, y)) + (shift, 0.0)
+                x = float(ax.transData.inverted().transform(at)[0])
+                artist.set_x(x)
+                box = artist.get_window_extent(renderer).padded(pad)
+            if not (frame.x0 - 0.5 <= box.x0 and box.x1 <= frame.x1 + 0.5
+                    and frame.y0 - 0.5 <= box.y0 and box.y1 <= frame.y1 + 0.5):
+                continue
+            cost = sum(overlap(box, other) for other in placed)
+            if best is None or cost < best[0]:
+                best = (cost, (x, y, ha, va), box)
+            if cost == 0:
+                break
+        if best is None:  # nowhere inside: keep the first anchor, clipped to the axes
+            x, y, ha, va = anchors[0]
+            artist.set_position((x, y))
+            artist.set_ha(ha)
+            artist.set_va(va)
+            artist.set_clip_on(True)
+            continue
+        (x, y, ha, va), box = best[1], best[2]
+        artist.set_position((x, y))
+        artist.set_ha(ha)
+        artist.set_va(va)
+        placed.append(box)
+
+
+def _renderer(ax: Axes):
+    canvas = ax.figure.canvas
+    return canvas.get_renderer() if hasattr(canvas, "get_renderer") else ax.figure._get_renderer()
+
+
 def draw_instances(image: Tensor | np.ndarray | None, masks: Tensor | np.ndarray,
                    labels: Tensor | Sequence[int] | None = None, ax: Axes | None = None,
                    class_names: Sequence[str] = CLASSES, alpha: float = 0.5,
@@ -60,16 +132,37 @@ def draw_instances(image: Tensor | np.ndarray | None, masks: Tensor | np.ndarray
     for i, mask in enumerate(m):
         _overlay(canvas, mask, PALETTE[i % len(PALETTE)], alpha)
     ax.imshow(canvas, interpolation="nearest")
+    texts = []
     for i, mask in enumerate(m):
         if not mask.any():
             continue
         colour = PALETTE[i % len(PALETTE)]
-        ax.contour(mask.astype(float), levels=[0.5], colors=[colour], linewidths=1.2)
+        _outline(ax, mask, colour, 1.2)
         if labels is not None:
-            ys, xs = np.nonzero(mask)
-            name = class_names[int(labels[i]) - 1]
-            ax.text(xs.min(), ys.min() - 1, f"{i}:{name}", color="white", fontsize=7,
-                    bbox={"facecolor": colour, "pad": 1, "lw": 0})
+            texts.append((f"{i}:{class_names[int(labels[i]) - 1]}", colour, _anchors(mask)))
+    if title:
+        ax.set_title(title, fontsize=9)
+    _place_labels(ax, texts, fontsize=7)
+    return ax
+
+
+def _outline(ax: Axes, mask: np.ndarray, colour: str, width: float) -> None:
+    """The mask's boundary; padded by one empty pixel so a mask that fills the image has one."""
+    padded = np.pad(mask.astype(float), 1)
+    ax.contour(np.arange(-1, mask.shape[1] + 1), np.arange(-1, mask.shape[0] + 1), padded,
+               levels=[0.5], colors=[colour], linewidths=width)
+
+
+def draw_mask(mask: Tensor | np.ndarray, ax: Axes | None = None,
+              title: str | None = None) -> Axes:
+    """One ``[H, W]`` boolean (or 0/1) mask, True white and False black, whatever it holds.
+
+    ``imshow`` on its own scales the colours to the values present, so an all-True mask would
+    come out black, the colour it gives False; here the scale is fixed to [0, 1].
+    """
+    m = _np(mask).astype(float)
+    ax = _axes(ax)
+    ax.imshow(m, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     if title:
         ax.set_title(title, fontsize=9)
     return ax
@@ -125,7 +218,7 @@ def draw_matches(image: Tensor | np.ndarray | None, gt_masks: Tensor | np.ndarra
     ax.imshow(canvas, interpolation="nearest")
     for j in result.unmatched_gt().tolist():
         if gt[j].any():
-            ax.contour(gt[j].astype(float), levels=[0.5], colors=[FN_COLOUR], linewidths=2)
+            _outline(ax, gt[j], FN_COLOUR, 2)
     ax.legend(handles=[Patch(color=TP_COLOUR, label=f"TP ({result.tp})"),
                        Patch(color=FP_COLOUR, label=f"FP ({result.fp})"),
                        Patch(color=FN_COLOUR, label=f"FN ({result.fn})")],
@@ -166,20 +259,20 @@ def draw_panoptic(ids: Tensor | np.ndarray, segments: dict[int, tuple[int, bool]
         _overlay(canvas, m == sid, PALETTE[k % len(PALETTE)], alpha)
     canvas[m == 0] = to_rgb(VOID_COLOUR)
     ax.imshow(canvas, interpolation="nearest")
+    texts = []
     for k, (sid, (cat, crowd)) in enumerate(sorted(segments.items())):
         mask = m == sid
         if not mask.any():
             continue
-        ax.contour(mask.astype(float), levels=[0.5], colors=["white"], linewidths=0.8)
+        _outline(ax, mask, "white", 0.8)
         if crowd:
             ax.contourf(mask.astype(float), levels=[0.5, 1.5], colors="none", hatches=["////"])
-        ys, xs = np.nonzero(mask)
-        i = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))  # nearest the centroid
         label = f"{names[int(cat) - 1]}{' (crowd)' if crowd else ''}"
-        ax.text(xs[i], ys[i], label, color="white", fontsize=6, ha="center", va="center",
-                bbox={"facecolor": PALETTE[k % len(PALETTE)], "pad": 0.8, "lw": 0, "alpha": 0.8})
+        anchors = _anchors(mask)
+        texts.append((label, PALETTE[k % len(PALETTE)], [anchors[3], *anchors[4:], anchors[1]]))
     if title:
         ax.set_title(title, fontsize=9)
+    _place_labels(ax, texts, fontsize=6, alpha=0.8)
     return ax
 
 
@@ -207,6 +300,7 @@ def draw_detections(image: Tensor | np.ndarray | None, instances: Instances,
         if masks is not None:
             _overlay(canvas, masks[i], PALETTE[i % len(PALETTE)], alpha)
     ax.imshow(canvas, interpolation="nearest")
+    texts = []
     for i, (x1, y1, x2, y2) in enumerate(_np(instances.boxes).tolist()):
         colour = PALETTE[i % len(PALETTE)]
         ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False,
@@ -214,8 +308,11 @@ def draw_detections(image: Tensor | np.ndarray | None, instances: Instances,
         text = class_names[labels[i] - 1]
         if instances.scores is not None:
             text += f" {float(instances.scores[i]):.2f}"
-        ax.text(x1 - 0.5, y1 - 1.5, text, color="white", fontsize=6,
-                bbox={"facecolor": colour, "pad": 1, "lw": 0})
+        anchors = [(x1 - 0.5, y1 - 1, "left", "bottom"), (x1 - 0.5, y1 - 0.5, "left", "top"),
+                   (x1 - 0.5, y2 - 0.5, "left", "top")]
+        anchors += [(x1 - 0.5, float(y), "left", "top") for y in np.linspace(y1, y2, 8)[1:]]
+        texts.append((text, colour, anchors))
     if title:
         ax.set_title(title, fontsize=9)
+    _place_labels(ax, texts, fontsize=6)
     return ax

@@ -548,8 +548,8 @@ def _feature(seed: int, *shape: int) -> np.ndarray:
 
 def build_bilinear_interpolate() -> list[Case]:
     f, tall = _feature(80, 5, 6), _feature(81, 4, 7)  # [H, W]
-    inside = ("mix the four neighbours with weights (1 - ly)(1 - lx), (1 - ly) lx, ly (1 - lx), "
-              "ly lx")
+    inside = ("between its four neighbours the value is linear along x on each row, then linear "
+              "along y between the two rows")
     zero = "outside [-1, H] x [-1, W] the value is 0"
     rows = [
         ("a point between four pixels", inside, f, 1.3, 2.6),
@@ -580,51 +580,40 @@ def build_bilinear_interpolate() -> list[Case]:
             for name, hint, feature, y, x in rows]
 
 
-def build_roi_align_bin() -> list[Case]:
-    f = _feature(90, 2, 6, 8)  # [C, H, W]
-    wide = [0.5, 1.0, 7.5, 3.0]
-    sample = "samples at y1 - 0.5 + i bin_h + (iy + 0.5) bin_h / grid_h (the same for x)"
-    rows = [
-        ("a box inside the map, 2 x 2 samples", sample, f, [1.2, 0.7, 5.9, 4.4], 0, 0, 2, 2),
-        ("the lower-left bin of a wide box", "i is the bin's row (y), j its column (x)", f, wide,
-         1, 0, 2, 2),
-        ("the upper-right bin of a wide box", "i is the bin's row (y), j its column (x)", f, wide,
-         0, 1, 2, 2),
-        ("one sample per bin", "with sampling_ratio 1 the bin's centre is its only sample", f,
-         [2.0, 1.0, 5.0, 4.0], 1, 2, 3, 1),
-        ("the half-pixel shift", "aligned: subtract 0.5 from the box before placing samples", f,
-         [0.0, 0.0, 2.0, 2.0], 0, 0, 1, 1),
-        ("adaptive grid, sampling_ratio -1",
-         "grid_h = ceil(box height / bins) and grid_w = ceil(box width / bins), separately", f,
-         [0.3, 0.2, 7.7, 2.9], 0, 1, 2, -1),
-        ("adaptive grid, sampling_ratio 0", "any sampling_ratio <= 0 means the adaptive grid", f,
-         [1.0, 0.5, 6.2, 5.9], 1, 1, 2, 0),
-        ("a box partly below the map", "samples beyond y = H read 0 but still count in the mean",
-         f, [1.0, 3.0, 4.0, 9.0], 1, 0, 2, 4),
-        ("a box partly left of the map", "samples in [-1, 0) read column 0, below -1 they read 0",
-         f, [-3.0, 1.0, 2.0, 4.0], 0, 0, 1, 4),
-        ("a box outside the map", "every sample is outside: 0", f, [20.0, 1.0, 25.0, 3.0], 0, 0,
-         2, 2),
-        ("a zero-size box, adaptive grid", "ceil(0 / bins) = 0 samples: the bin is 0, not NaN",
-         f, [3.0, 2.0, 3.0, 2.0], 0, 0, 2, -1),
-        ("a zero-size box, 2 x 2 samples", "all four samples sit on the same point", f,
-         [3.3, 2.6, 3.3, 2.6], 1, 1, 2, 2),
-        ("a tiny box, adaptive grid", "a box smaller than a bin still gets ceil(...) = 1 sample",
-         f, [4.1, 3.2, 4.4, 3.3], 0, 0, 1, -1),
-        ("a box over the bottom edge", "past the last row, read the last row", f,
-         [1.0, 4.5, 5.0, 6.2], 1, 1, 2, 3),
-        ("a map one row high", "with H = 1 the only row is both neighbours",
-         _feature(91, 3, 1, 7), [0.4, -0.3, 6.1, 0.9], 0, 2, 3, 2),
-        ("bin (6, 3) of 7 x 7 on a large box", sample, _feature(92, 2, 12, 14),
-         [0.7, 1.1, 13.2, 11.8], 6, 3, 7, -1),
+def build_roi_align_weights() -> list[Case]:
+    mean = "a row is the mean over the bin's samples: inside the map its weights sum to 1"
+    where = "bin p starts at start + p * bin_size; its samples sit mid-way along equal parts"
+    rows = [  # name, hint, start, bin_size, grid, bins, size
+        ("two bins inside the map, 2 samples each", mean, 1.2, 1.5, 2, 2, 6),
+        ("one sample per bin", "one sample sits in the middle of its bin", 0.7, 2.0, 1, 3, 8),
+        ("samples on whole rows", "a sample exactly on row h puts all its weight on row h",
+         -0.5, 2.0, 2, 3, 8),
+        ("wide bins, 3 samples each", where, 0.3, 2.6, 3, 2, 7),
+        ("7 bins on a 14-row map", where, 0.85, 1.7, 2, 7, 14),
+        ("a bin over the top edge", "a sample below -1 weighs nothing but still counts in the "
+         "mean", -1.4, 1.2, 2, 2, 5),
+        ("samples in [-1, 0)", "a sample in [-1, 0) is read at 0: all its weight on row 0",
+         -0.9, 0.8, 2, 1, 5),
+        ("a sample exactly at -1", "-1 itself is still inside the map", -1.5, 2.0, 2, 1, 5),
+        ("samples between H - 1 and H", "past the last row, all the weight goes to the last row",
+         4.2, 0.6, 2, 1, 5),
+        ("a bin beyond the map", "beyond H a sample weighs nothing but still counts in the mean",
+         4.0, 1.0, 2, 2, 5),
+        ("a box larger than the map", "samples outside [-1, H] count in the mean with no weight",
+         -3.0, 2.5, 2, 4, 6),
+        ("no samples", "a grid of 0 gives rows of zeros (divide by max(grid, 1))", 1.0, 1.5, 0,
+         3, 6),
+        ("a zero-size bin", "all the samples of a bin of size 0 sit on the same point", 2.3, 0.0,
+         2, 2, 6),
+        ("a map one row high", "with H = 1 the only row is both neighbours", -0.4, 0.7, 2, 2, 1),
     ]
     cases = []
-    for name, hint, feature, box, i, j, size, ratio in rows:
-        box = np.array(box, dtype=np.float64)
-        value = roi_align.roi_align_bin(torch.from_numpy(feature), torch.from_numpy(box), i, j,
-                                        size, ratio).numpy()
-        cases.append(Case(name, hint, [feature, box, np.array(i), np.array(j), np.array(size),
-                                       np.array(ratio)], {"value": value}))
+    for name, hint, start, bin_size, grid, bins, size in rows:
+        start_t, bin_t = (torch.tensor([v], dtype=torch.float64) for v in (start, bin_size))
+        value = roi_align.interpolation_matrix(start_t, bin_t, torch.tensor([grid]), bins,
+                                               size)[0].numpy()  # [bins, size]
+        cases.append(Case(name, hint, [np.array(start), np.array(bin_size), np.array(grid),
+                                       np.array(bins), np.array(size)], {"value": value}))
     return cases
 
 
@@ -946,7 +935,7 @@ BUILDERS: dict[str, Callable[[], list[Case]]] = {
     "min_resolvable_size": build_min_resolvable_size,
     # chapter 08
     "bilinear_interpolate": build_bilinear_interpolate,
-    "roi_align_bin": build_roi_align_bin,
+    "roi_align_weights": build_roi_align_weights,
     "multiscale_roi_align": build_multiscale_roi_align,
     # chapter 09
     "grid_anchors": build_grid_anchors,

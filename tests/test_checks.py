@@ -673,48 +673,59 @@ def bilinear_via_roi_align(feature, y, x):  # a point box: one sample at (y, x)
     return course.roi_align.roi_align(f, box, 1, 1.0, 1)[0, :, 0, 0].reshape(feature.shape[:-2])
 
 
-def roi_bin_ok(feature, box, i, j, output_size, sampling_ratio, offset=0.5, inside_only=False,
-               one_grid=False):
-    x1, y1, x2, y2 = (float(v) - offset for v in box)
-    bin_h, bin_w = (y2 - y1) / output_size, (x2 - x1) / output_size
-    if sampling_ratio > 0:
-        grid_h = grid_w = sampling_ratio
-    elif one_grid:
-        grid_h = grid_w = max(math.ceil(max(y2 - y1, x2 - x1) / output_size), 0)
-    else:
-        grid_h = max(math.ceil((y2 - y1) / output_size), 0)
-        grid_w = max(math.ceil((x2 - x1) / output_size), 0)
-    height, width = feature.shape[-2:]
-    total, count = torch.zeros(feature.shape[0], dtype=feature.dtype), 0
-    for iy in range(grid_h):
-        for ix in range(grid_w):
-            y = y1 + i * bin_h + (iy + 0.5) * bin_h / grid_h
-            x = x1 + j * bin_w + (ix + 0.5) * bin_w / grid_w
-            total = total + course.roi_align.bilinear_interpolate(feature, y, x)
-            count += not inside_only or (-1 <= y <= height and -1 <= x <= width)
-    return total / max(count, 1)
+def weights_ok(start, bin_size, grid, bins, size, centre=0.5, inside_only=False, clamp=False,
+               mean=True):
+    weights = torch.zeros(bins, size, dtype=torch.float64)
+    for p in range(bins):
+        inside = 0
+        for k in range(grid):
+            y = start + p * bin_size + (k + centre) * bin_size / grid
+            if y < -1 or y > size:
+                if not clamp:
+                    continue
+                y = min(max(y, 0.0), size - 1.0)  # read the edge row instead of nothing
+            inside += 1
+            y = max(y, 0.0)
+            y0 = min(int(y), size - 1)
+            y1 = min(y0 + 1, size - 1)
+            ly = y - y0 if y0 < size - 1 else 0.0
+            weights[p, y0] += 1 - ly
+            weights[p, y1] += ly
+        if mean:
+            weights[p] /= max(inside if inside_only else grid, 1)
+    return weights
 
 
-def roi_bin_no_shift(*args):
-    return roi_bin_ok(*args, offset=0.0)
+def weights_at_part_starts(*args):  # samples at the start of each part, not its middle
+    return weights_ok(*args, centre=0.0)
 
 
-def roi_bin_mean_of_inside(*args):
-    return roi_bin_ok(*args, inside_only=True)
+def weights_mean_of_inside(*args):  # divides by the samples inside the map only
+    return weights_ok(*args, inside_only=True)
 
 
-def roi_bin_swapped(feature, box, i, j, output_size, sampling_ratio):
-    return roi_bin_ok(feature, box, j, i, output_size, sampling_ratio)
+def weights_clamped(*args):  # samples outside [-1, H] read the edge row
+    return weights_ok(*args, clamp=True)
 
 
-def roi_bin_one_grid(*args):
-    return roi_bin_ok(*args, one_grid=True)
+def weights_summed(*args):  # the sum over the samples, not their mean
+    return weights_ok(*args, mean=False)
 
 
-def roi_bin_via_roi_align(feature, box, i, j, output_size, sampling_ratio):
-    rois = torch.cat([torch.zeros(1, dtype=box.dtype), box])[None]  # [1, 5]
-    return course.roi_align.roi_align(feature[None], rois, output_size, 1.0,
-                                      sampling_ratio)[0, :, i, j]
+def weights_via_interpolation(start, bin_size, grid, bins, size):  # a one-hot map per row
+    eye = torch.eye(size, dtype=torch.float64)[:, :, None]  # [H (channels), H, 1]
+    weights = torch.zeros(bins, size, dtype=torch.float64)
+    for p in range(bins):
+        for k in range(grid):
+            y = start + p * bin_size + (k + 0.5) * bin_size / grid
+            weights[p] += course.roi_align.bilinear_interpolate(eye, y, 0.0) / grid
+    return weights
+
+
+def weights_via_matrix(start, bin_size, grid, bins, size):
+    return course.roi_align.interpolation_matrix(
+        torch.tensor([float(start)], dtype=torch.float64),
+        torch.tensor([float(bin_size)], dtype=torch.float64), torch.tensor([grid]), bins, size)[0]
 
 
 def multiscale_ok(features, boxes, output_size, aligned=True, in_level_order=False):
@@ -900,10 +911,10 @@ CHECKERS = {
                              [bilinear_zero_padding, bilinear_swapped, bilinear_strictly_inside],
                              [lambda f, y, x: course.roi_align.bilinear_interpolate(f, y, x),
                               bilinear_via_roi_align]),
-    "roi_align_bin": (checks.check_roi_align_bin, roi_bin_ok,
-                      [roi_bin_no_shift, roi_bin_mean_of_inside, roi_bin_swapped, roi_bin_one_grid],
-                      [lambda *args: course.roi_align.roi_align_bin(*args),
-                       roi_bin_via_roi_align]),
+    "roi_align_weights": (checks.check_roi_align_weights, weights_ok,
+                          [weights_at_part_starts, weights_mean_of_inside, weights_clamped,
+                           weights_summed],
+                          [weights_via_interpolation, weights_via_matrix]),
     "multiscale_roi_align": (checks.check_multiscale_roi_align, multiscale_ok,
                              [multiscale_level_order, multiscale_unaligned, multiscale_all_on_p2],
                              [lambda f, b, s: course.roi_align.multiscale_roi_align(f, b, s)]),
@@ -1000,14 +1011,24 @@ def test_checker_wants_a_function():
         checks.check_mask_iou(None)
 
 
-def test_inputs_are_fresh_copies_for_each_case():
+def test_inputs_are_fresh_copies_for_each_case(monkeypatch):
+    # Serve the same stored arrays to every call, as a cache would, so that an edit in place
+    # that reached them would show in the second call and in the arrays themselves.
+    stored = checks.load_cases("mask_iou")
+    pristine = [[a.copy() for a in case.args] for case in stored]
+    monkeypatch.setattr(checks, "load_cases", lambda exercise: stored)
+
     def clobbers(a, b):
         result = iou_ok(a, b)
         a.zero_()
         b.zero_()
         return result
 
-    checks.check_mask_iou(clobbers)  # would fail if cases shared storage with the fixtures
+    checks.check_mask_iou(clobbers)
+    checks.check_mask_iou(clobbers)  # fails if the first call zeroed the stored masks
+    for case, args in zip(stored, pristine, strict=True):
+        for got, want in zip(case.args, args, strict=True):
+            assert np.array_equal(got, want), case.name
 
 
 def test_fixtures_are_what_the_script_makes_today():
