@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 # JupyterLab refuses to run as root unless told; only add the flag for root.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 LAB_ARGS  ?=
+# The learner's folder that `make lab` fills and opens (git ignores student/).
+STUDENT   ?= student
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-x -k iou"`.
 PYTEST_ARGS ?=
 
@@ -19,8 +21,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The learner's copy: $(STUDENT) gets the student version of each chapter it lacks (a notebook
+# already there is never overwritten), and JupyterLab opens there.
 lab: $(STAMP)
-	$(BIN)/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=notebooks $(LAB_ARGS)
+	$(BIN)/python -m course student-copies --notebooks notebooks --to $(STUDENT)
+	$(BIN)/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=$(STUDENT) $(LAB_ARGS)
 
 test: $(STAMP)
 	@start=$$(date +%s); \

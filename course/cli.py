@@ -9,6 +9,8 @@
 - ``evaluate runs/x``: the COCO summary of a trained model on the validation split.
 - ``predict runs/x image.png --out overlay.png``: detections drawn on any RGB image, and a COCO
   results json beside it.
+- ``check NOTEBOOK``, ``release --out DIR``, ``student-copies``: the learner's side, see
+  :mod:`course.cli_teaching`.
 
 Bad input ends with a one-line error on stderr and exit status 2, not a traceback.
 """
@@ -25,6 +27,7 @@ from tqdm import tqdm
 
 from course.ap import coco_evaluate
 from course.cli_model import add_model_commands, run_model_command
+from course.cli_teaching import TEACHING_COMMANDS, add_teaching_commands, run_teaching_command
 from course.coco import load_ground_truth, load_results
 
 PROGRESS_MIN_ITEMS = 5000
@@ -51,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
                           help="mask IoU (segm, the default) or box IoU (bbox)")
     evaluate.add_argument("--per-class", action="store_true", help="also print AP per class")
     add_model_commands(commands)
+    add_teaching_commands(commands)
     return parser
 
 
@@ -75,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "eval":
             print(evaluate_files(args.gt, args.results, args.iou_type, args.per_class))
+        elif args.command in TEACHING_COMMANDS:
+            return run_teaching_command(args)
         else:
             run_model_command(args)
     except (OSError, ValueError) as err:

@@ -1,4 +1,5 @@
-"""`make lab` starts JupyterLab on the notebooks (here without a browser, on a free port)."""
+"""`make lab` writes the learner's copies to student/ and starts JupyterLab there (here without
+a browser, on a free port)."""
 
 import json
 import os
@@ -18,16 +19,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_make_lab_serves_the_notebooks():
+def test_make_lab_serves_the_student_copies(tmp_path):
     port, token = free_port(), "course-test-token"
     args = (f"--no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port={port} "
             f"--IdentityProvider.token={token}")
-    proc = subprocess.Popen(["make", "--no-print-directory", "lab", f"LAB_ARGS={args}"], cwd=ROOT,
+    proc = subprocess.Popen(["make", "--no-print-directory", "lab", f"LAB_ARGS={args}",
+                             f"STUDENT={tmp_path / 'student'}"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/contents",
-                                         headers={"Authorization": f"token {token}"})
+        request = api(port, token, "")
         deadline, last_error = time.time() + 90, None
         while time.time() < deadline:
             if proc.poll() is not None:
@@ -44,8 +45,17 @@ def test_make_lab_serves_the_notebooks():
         assert status == 200
         names = {item["name"] for item in body["content"]}
         assert {p.name for p in (ROOT / "notebooks").glob("*.ipynb")} <= names
+        with urllib.request.urlopen(api(port, token, "00_tour.ipynb"), timeout=30) as response:
+            served = json.load(response)["content"]
+        assert not any("BEGIN SOLUTION" in "".join(c["source"]) for c in served["cells"])
     finally:
         stop(proc)
+
+
+def api(port, token, path):
+    """A request for JupyterLab's contents API: the listing of its root, or one notebook."""
+    return urllib.request.Request(f"http://127.0.0.1:{port}/api/contents/{path}",
+                                  headers={"Authorization": f"token {token}"})
 
 
 def stop(proc):
