@@ -178,6 +178,16 @@ def _as_tensor(out: Any) -> torch.Tensor | None:
     return None
 
 
+def _answer(out: Any, case: Case, what: str) -> tuple[torch.Tensor, torch.Tensor] | str:
+    """``(got, want)`` as tensors, or what is wrong with the answer's shape (``what`` it holds)."""
+    want = torch.from_numpy(case.expected["value"])
+    got = _as_tensor(out)
+    if got is None or got.shape != want.shape:
+        shape = None if got is None else list(got.shape)
+        return f"returned shape {shape}, expected {list(want.shape)} ({what})"
+    return got, want
+
+
 def _same_matrix(out: Any, case: Case) -> str | None:
     want = torch.from_numpy(case.expected["value"])
     got = _as_tensor(out)
@@ -262,11 +272,10 @@ def _same_whole_number(out: Any, case: Case) -> str | None:
 
 def _same_integers(out: Any, case: Case, noun: str, per: str, float_hint: str) -> str | None:
     """One whole number per input item (a count per mask, a level per box)."""
-    want = torch.from_numpy(case.expected["value"])
-    got = _as_tensor(out)
-    if got is None or got.shape != want.shape:
-        shape = None if got is None else list(got.shape)
-        return f"returned shape {shape}, expected {list(want.shape)} (one {noun} per {per})"
+    answer = _answer(out, case, f"one {noun} per {per}")
+    if isinstance(answer, str):
+        return answer
+    got, want = answer
     if got.is_floating_point() and not bool((got == got.round()).all()):
         return float_hint
     wrong = got.to(torch.int64) != want
@@ -709,11 +718,10 @@ def check_decode_boxes(fn: Callable[..., Any]) -> None:
 
 
 def _same_labels(out: Any, case: Case) -> str | None:
-    want = torch.from_numpy(case.expected["value"])
-    got = _as_tensor(out)
-    if got is None or got.shape != want.shape:
-        shape = None if got is None else list(got.shape)
-        return f"returned shape {shape}, expected {list(want.shape)} (one label per anchor)"
+    answer = _answer(out, case, "one label per anchor")
+    if isinstance(answer, str):
+        return answer
+    got, want = answer
     if got.is_floating_point() or not bool(torch.isin(got, torch.tensor([-1, 0, 1])).all()):
         return "labels must be the integers 1 (positive), 0 (negative) and -1 (ignored)"
     for value, name in ((1, "positive"), (0, "negative"), (-1, "ignored")):
@@ -737,11 +745,10 @@ def _fusion_functions() -> list[Callable[..., Any]]:
 
 
 def _same_id_map(out: Any, case: Case) -> str | None:
-    want = torch.from_numpy(case.expected["value"])
-    got = _as_tensor(out)
-    if got is None or got.shape != want.shape:
-        shape = None if got is None else list(got.shape)
-        return f"returned shape {shape}, expected {list(want.shape)} (one id per pixel)"
+    answer = _answer(out, case, "one id per pixel")
+    if isinstance(answer, str):
+        return answer
+    got, want = answer
     if got.is_floating_point():
         return "return integer ids (k + 1 for mask k, 0 for none), not floats"
     wrong = got != want
@@ -759,11 +766,10 @@ def check_paste_by_score(fn: Callable[..., Any]) -> None:
 
 
 def _same_masks(out: Any, case: Case) -> str | None:
-    want = torch.from_numpy(case.expected["value"])
-    got = _as_tensor(out)
-    if got is None or got.shape != want.shape:
-        shape = None if got is None else list(got.shape)
-        return f"returned shape {shape}, expected {list(want.shape)} (the masks, [N, H, W])"
+    answer = _answer(out, case, "the masks, [N, H, W]")
+    if isinstance(answer, str):
+        return answer
+    got, want = answer
     if got.dtype != torch.bool:
         return f"return bool masks, got {str(got.dtype).replace('torch.', '')}"
     kept, lost = int((got & ~want).sum()), int((~got & want).sum())
