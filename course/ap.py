@@ -857,7 +857,8 @@ def _accumulate(gt: _Packed, dt: _Packed, matched: np.ndarray, num_classes: int,
     gt_ignore = np.stack([gt.crowd | _outside(gt.area, *r) for r in ranges])  # [A, G]
     dt_outside = np.stack([_outside(dt.area, *r) for r in ranges])  # [A, D]
     hit = matched >= 0  # [A, T, D]
-    hit_ignored = hit & gt_ignore[np.arange(num_a)[:, None, None], np.maximum(matched, 0)]
+    spare = np.pad(gt_ignore, ((0, 0), (0, 1)))  # one more column: there may be no object
+    hit_ignored = hit & spare[np.arange(num_a)[:, None, None], np.maximum(matched, 0)]
     tp_all = hit & ~hit_ignored  # matched to an object that counts
     fp_all = ~hit & ~dt_outside[:, None, :]  # unmatched, and of a size that counts
     npig = np.stack([np.bincount(gt.cls[~gt_ignore[a]], minlength=num_classes)

@@ -503,3 +503,15 @@ def test_ap_per_threshold_holds_ap50_and_ap75_and_averages_to_ap():
     assert per[0.5] == pytest.approx(result.as_dict()["AP50"])
     assert per[0.75] == pytest.approx(result.as_dict()["AP75"])
     assert np.mean(list(per.values())) == pytest.approx(result.as_dict()["AP"])
+
+
+@pytest.mark.parametrize("iou_type", ["segm", "bbox"])
+def test_a_ground_truth_without_objects_gives_twelve_minus_ones_as_pycocotools(iou_type):
+    empty = {"image_id": 1, "labels": torch.zeros(0, dtype=torch.long),
+             "masks": torch.zeros(0, 8, 8, dtype=torch.bool)}
+    detection = {"image_id": 1, "labels": torch.tensor([1]), "scores": torch.tensor([0.9]),
+                 "masks": torch.from_numpy(square(8, 8, 2, 2, 3))[None]}
+    gt, preds = with_boxes([empty]), with_boxes([detection])
+    result = coco_evaluate(gt, preds, iou_type, categories=[1])
+    assert result.stats.tolist() == [-1.0] * 12
+    assert same(result, pycocotools_eval(gt, preds, iou_type, categories=[1]))
