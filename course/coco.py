@@ -742,6 +742,15 @@ def load_ground_truth(source: str | PathLike | dict, iou_type: str = "segm",
     return CocoGroundTruth(images, categories, sizes)
 
 
+def _integer_ids(values: list[Any]) -> np.ndarray:
+    """Category ids as int64; a ValueError (the caller then names the culprit) when one is not
+    an integer, so that 1.5 is never read as 1."""
+    array = np.array(values)
+    if len(values) and array.dtype.kind not in "iu":
+        raise ValueError("category ids must be integers")
+    return array.astype(np.int64)
+
+
 def _annotation_fields(anns: list[dict], position: dict, categories: dict, iou_type: str,
                        progress: Progress) -> tuple[Any, ...]:
     """Image position, label, crowd flag, area (NaN if absent) and geometry of each annotation."""
@@ -749,7 +758,7 @@ def _annotation_fields(anns: list[dict], position: dict, categories: dict, iou_t
     items = list(progress(anns, "reading ground truth"))
     try:  # all at once; on any trouble, find and name the culprit
         image_of = np.array([position[a["image_id"]] for a in items], dtype=np.int64)
-        labels = np.array([a["category_id"] for a in items], dtype=np.int64)
+        labels = _integer_ids([a["category_id"] for a in items])
         crowd = np.array([bool(a.get("iscrowd", 0)) for a in items], dtype=bool)
         area = np.array([a.get("area", np.nan) for a in items], dtype=np.float64)
         geometry = [a[key] for a in items]
@@ -824,7 +833,7 @@ def load_results(source: str | PathLike | list, ground_truth: CocoGroundTruth,
     try:  # the fields of all results at once; on any trouble, find and name the culprit
         image_of = np.array([position[r["image_id"]] for r in items], dtype=np.int64)
         scores = np.array([r["score"] for r in items], dtype=np.float64)
-        labels = np.array([r["category_id"] for r in items], dtype=np.int64)
+        labels = _integer_ids([r["category_id"] for r in items])
         boxes = [r.get("bbox") for r in items]
         segs = [r.get("segmentation") for r in items]
     except (KeyError, TypeError, ValueError, AttributeError):
