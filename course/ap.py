@@ -132,6 +132,10 @@ def average_precision(precision: ArrayLike, recall: ArrayLike,
                          f"and {list(r.shape)}")
     if len(r) and bool((r[1:] < r[:-1]).any()):
         raise ValueError("recall must never decrease along the ranked list")
+    for name, values in (("precision", p), ("recall", r)):
+        if len(values) and not bool(((values >= 0) & (values <= 1)).all()):
+            raise ValueError(f"{name} must lie in [0, 1], got values from "
+                             f"{float(values.min()):.4g} to {float(values.max()):.4g}")
     points = np.linspace(0, 1, 101) if recall_thresholds is None else \
         np.asarray(_numpy(recall_thresholds), dtype=np.float64)
     if not len(p):

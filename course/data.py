@@ -87,6 +87,9 @@ def shape_mask(kind: str, center: tuple[float, float], size: float, angle: float
     Returns:
         Tensor[H, W] bool.
     """
+    if not size >= 0:
+        raise ValueError(f"size must be >= 0, got {size}")
+    _check_image_size(height, width)
     ys = torch.arange(height, dtype=torch.float64)[:, None] + 0.5 - center[1]  # [H, 1]
     xs = torch.arange(width, dtype=torch.float64)[None, :] + 0.5 - center[0]  # [1, W]
     c, s = math.cos(angle), math.sin(angle)
@@ -120,6 +123,9 @@ def make_scene(height: int = 128, width: int = 128, num_objects: tuple[int, int]
     Returns:
         Scene with masks in drawing order (back to front).
     """
+    _check_image_size(height, width)
+    _check_range(num_objects, "num_objects", 0)
+    _check_range(size_range, "size_range", 0)
     g = _generator(seed, generator)
     n = int(torch.randint(num_objects[0], num_objects[1] + 1, (), generator=g))
     image = _background(height, width, g)
@@ -135,6 +141,18 @@ def make_scene(height: int = 128, width: int = 128, num_objects: tuple[int, int]
         shapes.append(mask)
         labels.append(label)
     return _visible(image, shapes, labels, min_visible)
+
+
+def _check_image_size(height: int, width: int) -> None:
+    if not (_is_int(height) and _is_int(width)) or height < 0 or width < 0:
+        raise ValueError(f"height and width must be integers >= 0, got {height!r}, {width!r}")
+
+
+def _check_range(bounds: tuple[float, float], name: str, low: float) -> None:
+    """``bounds`` is an inclusive ``(min, max)`` with ``low <= min <= max``."""
+    if len(bounds) != 2 or not low <= bounds[0] <= bounds[1]:
+        raise ValueError(f"{name} must be a range (min, max) with {low} <= min <= max, got "
+                         f"{tuple(bounds)}")
 
 
 def _background(height: int, width: int, g: torch.Generator) -> Tensor:
@@ -706,6 +724,8 @@ def cell_counts(masks: Tensor, stride: int) -> Tensor:
     Returns:
         Tensor[..., H / s, W / s] int64.
     """
+    if not _is_int(stride) or stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride!r}")
     h, w = masks.shape[-2:]
     if h % stride or w % stride:
         raise ValueError(f"mask sides {h} x {w} must be multiples of the stride {stride}")

@@ -141,6 +141,11 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0,
     Raises:
         ValueError: if an argument is out of range or the kernel does not fit at all.
     """
+    values = {"size": size, "kernel": kernel, "stride": stride, "padding": padding,
+              "dilation": dilation}
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
     if size < 0 or kernel < 1 or stride < 1 or padding < 0 or dilation < 1:
         raise ValueError(f"need size >= 0, kernel, stride, dilation >= 1 and padding >= 0, got "
                          f"size={size}, kernel={kernel}, stride={stride}, padding={padding}, "

@@ -517,6 +517,12 @@ def pq_from_counts(iou_sum: Tensor | Sequence[float], tp: Tensor | Sequence[int]
                          f"lengths {[len(c) for c in columns]}")
     if any(bool((c < 0).any()) for c in columns):
         raise ValueError("iou_sum, tp, fp and fn must be non-negative")
+    over = columns[0] > columns[1] * (1 + 1e-9)  # each match adds an IoU of at most 1
+    if bool(over.any()):
+        k = int(over.nonzero()[0, 0])
+        raise ValueError(f"iou_sum must not exceed tp (each true positive adds an IoU of at most "
+                         f"1), got iou_sum {float(columns[0][k]):.4g} > tp "
+                         f"{float(columns[1][k]):.4g} for category position {k}")
     total = {"pq": 0.0, "sq": 0.0, "rq": 0.0}
     n = 0
     for i, t, p, f in zip(*(c.tolist() for c in columns), strict=True):

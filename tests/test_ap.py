@@ -515,3 +515,11 @@ def test_a_ground_truth_without_objects_gives_twelve_minus_ones_as_pycocotools(i
     result = coco_evaluate(gt, preds, iou_type, categories=[1])
     assert result.stats.tolist() == [-1.0] * 12
     assert same(result, pycocotools_eval(gt, preds, iou_type, categories=[1]))
+
+
+@pytest.mark.parametrize("precision, recall, name", [([5.0], [1.0], "precision"),
+                                                     ([0.5], [1.5], "recall"),
+                                                     ([-0.1], [0.5], "precision")])
+def test_average_precision_refuses_values_outside_0_1(precision, recall, name):
+    with pytest.raises(ValueError, match=f"{name} must lie in"):
+        average_precision(precision, recall)

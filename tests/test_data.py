@@ -483,3 +483,15 @@ def test_panoptic_dataset_gives_category_instance_pairs_that_round_trip():
         back = pairs_to_panoptic(pairs, THING_IDS, STUFF_IDS, void_category=0)
         stats = pq_stats(ids, segments, *back)
         assert int(stats.tp.sum()) == len(segments) and int(stats.fp.sum() + stats.fn.sum()) == 0
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: shape_mask("circle", (5.0, 5.0), -4.0, 0.0, 16, 16), "size must be >= 0"),
+    (lambda: shape_mask("square", (5.0, 5.0), 4.0, 0.0, -16, 16), "height and width"),
+    (lambda: make_scene(32, 32, num_objects=(5, 2)), r"num_objects must be a range"),
+    (lambda: make_scene(32, 32, size_range=(10.0, -1.0)), r"size_range must be a range"),
+    (lambda: cell_counts(torch.zeros(4, 4, dtype=torch.bool), 0), "stride must be a positive"),
+])
+def test_impossible_values_are_refused_by_name(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

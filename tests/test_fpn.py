@@ -315,3 +315,9 @@ def test_found_objects_bad_input():
         found_objects(torch.zeros(16, 16, dtype=torch.bool), inst)
     with pytest.raises(ValueError, match="must be binary"):
         found_objects(torch.full((32, 32), 0.5), inst)
+
+
+@pytest.mark.parametrize("args", [(32.0, 3), (32, 3, 1.5), (True, 3)])
+def test_conv_output_size_wants_integers(args):
+    with pytest.raises(ValueError, match="must be an integer"):
+        conv_output_size(*args)

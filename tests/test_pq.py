@@ -639,3 +639,9 @@ def test_semantic_map_gives_each_pixel_its_category():
     assert bool((sem[torch.from_numpy(gt_ids == 0)] == 99).all())
     with pytest.raises(ValueError, match="not in segments"):
         semantic_map(gt_ids, gt_info[1:])
+
+
+def test_pq_from_counts_refuses_an_iou_sum_above_tp():
+    with pytest.raises(ValueError, match="iou_sum must not exceed tp"):
+        pq_from_counts([5.0], [1], [0], [0])
+    assert pq_from_counts([1.0, 0.0], [1, 0], [0, 1], [0, 0])["pq"] == 0.5
