@@ -18,6 +18,7 @@ Bad input ends with a one-line error on stderr and exit status 2, not a tracebac
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -53,13 +54,19 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--iou-type", choices=("segm", "bbox"), default="segm",
                           help="mask IoU (segm, the default) or box IoU (bbox)")
     evaluate.add_argument("--per-class", action="store_true", help="also print AP per class")
+    evaluate.add_argument("--json", action="store_true",
+                          help="print the 12 stats (and per-class AP) as JSON, full precision")
     add_model_commands(commands)
     add_teaching_commands(commands)
     return parser
 
 
-def evaluate_files(gt: Path, results: Path, iou_type: str, per_class: bool) -> str:
-    """The text ``python -m course eval`` prints for these files."""
+def evaluate_files(gt: Path, results: Path, iou_type: str, per_class: bool,
+                   as_json: bool = False) -> str:
+    """The text ``python -m course eval`` prints for these files (JSON with ``as_json``)."""
+    for flag, path in (("--gt", gt), ("--results", results)):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{flag}: No such file: {path}")
     truth = load_ground_truth(gt, iou_type, _progress)
     predictions, dropped = load_results(results, truth, iou_type, _progress)
     if dropped:
@@ -67,6 +74,11 @@ def evaluate_files(gt: Path, results: Path, iou_type: str, per_class: bool) -> s
               "truth's categories; they are not evaluated (as in pycocotools)", file=sys.stderr)
     result = coco_evaluate(truth.images, predictions, iou_type, list(truth.categories),
                            progress=_progress)
+    if as_json:
+        report: dict = {"stats": result.as_dict()}
+        if per_class:
+            report["per_class_ap"] = {str(k): v for k, v in result.per_class_ap().items()}
+        return json.dumps(report)
     text = result.coco_summary()
     if per_class:
         text += "\n\n" + result.summary(truth.categories).split("\n\n", 1)[1]
@@ -78,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "eval":
-            print(evaluate_files(args.gt, args.results, args.iou_type, args.per_class))
+            print(evaluate_files(args.gt, args.results, args.iou_type, args.per_class,
+                                 args.json))
         elif args.command in TEACHING_COMMANDS:
             return run_teaching_command(args)
         else:

@@ -123,3 +123,29 @@ def test_no_results_give_zero_ap(files, tmp_path, capsys):
                      str(tmp_path / "empty.json")]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert first.endswith("= 0.000")
+
+
+def test_json_gives_the_twelve_stats_at_full_precision_and_per_class_ap(files, capsys):
+    assert cli.main(["eval", "--gt", str(files["gt"]), "--results", str(files["segm"]),
+                     "--json", "--per-class"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(files["gt"]))
+        evaluator = COCOeval(coco, coco.loadRes(str(files["segm"])), "segm")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    assert list(report["stats"]) == ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10",
+                                     "AR100", "ARs", "ARm", "ARl"]
+    assert max(abs(a - b) for a, b in zip(report["stats"].values(), evaluator.stats,
+                                          strict=True)) <= 1e-12
+    assert set(report["per_class_ap"]) == {"1", "2", "3"}
+
+
+def test_a_missing_file_names_its_argument(files, tmp_path, capsys):
+    assert cli.main(["eval", "--gt", str(tmp_path / "no.json"), "--results",
+                     str(files["segm"])]) == 2
+    assert "--gt" in capsys.readouterr().err
+    assert cli.main(["eval", "--gt", str(files["gt"]), "--results",
+                     str(tmp_path / "no.json")]) == 2
+    assert "--results" in capsys.readouterr().err
