@@ -703,6 +703,9 @@ def load_ground_truth(source: str | PathLike | dict, iou_type: str = "segm",
     for i, img in enumerate(data["images"]):
         if not isinstance(img, dict) or "id" not in img:
             raise ValueError(f"images[{i}] must be an object with an 'id'")
+        if isinstance(img["id"], bool) or not isinstance(img["id"], int):
+            raise ValueError(f"images[{i}]['id'] must be an integer, got {img['id']!r} (image "
+                             "ids are integers here; renumber the images to evaluate)")
         if img["id"] in position:
             raise ValueError(f"images[{i}]['id'] = {img['id']} is listed twice")
         position[img["id"]] = i
@@ -885,6 +888,9 @@ def _explain_bad_results(results: list[Any], position: dict) -> None:
     for i, res in enumerate(results):
         if not isinstance(res, dict):
             raise ValueError(f"results[{i}] must be an object")
+        if isinstance(res.get("image_id"), bool) or not isinstance(res.get("image_id"), int):
+            raise ValueError(f"results[{i}]['image_id'] must be an integer, got "
+                             f"{res.get('image_id')!r}")
         if res.get("image_id") not in position:
             raise ValueError(f"results[{i}]['image_id'] = {res.get('image_id')!r} is not among "
                              "the ground truth's images")

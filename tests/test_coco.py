@@ -239,6 +239,8 @@ def test_missing_area_is_the_pixel_count(tmp_path):
     (lambda d: d["annotations"][0]["segmentation"].update(counts="1o"), r"annotations\[0\]"),
     (lambda d: d["images"][0].pop("height"), r"images\[0\] needs 'height'"),
     (lambda d: d["images"].append(dict(d["images"][0])), "listed twice"),
+    (lambda d: (d["images"][0].update(id="1"), d["annotations"][0].update(image_id="1")),
+     r"images\[0\]\['id'\] must be an integer, got '1'"),
     (lambda d: d["annotations"][0].update(category_id=1.5),
      r"annotations\[0\]\['category_id'\] must be an int, got 1.5"),
 ])
@@ -267,6 +269,8 @@ def test_a_results_file_as_ground_truth_is_explained(tmp_path):
     ({"image_id": 1, "category_id": 1, "score": "high", "bbox": [0, 0, 1, 1]}, "a number"),
     ({"image_id": 1, "category_id": 1, "score": 0.5}, "neither 'segmentation' nor 'bbox'"),
     ({"image_id": 1, "category_id": 1, "score": 0.5, "bbox": [0, 0, 1]}, r"\['bbox'\] must be"),
+    ({"image_id": "1", "category_id": 1, "score": 0.5, "bbox": [0, 0, 1, 1]},
+     r"\['image_id'\] must be an integer, got '1'"),
     ({"image_id": 1, "category_id": 1.5, "score": 0.5, "bbox": [0, 0, 1, 1]},
      r"\['category_id'\] must be an int, got 1.5"),  # never truncated to class 1
 ])
