@@ -21,7 +21,7 @@ from course.coco import predictions_to_coco
 from course.data import CLASSES, STUFF_IDS, PanopticShapesDataset, ShapesDataset
 from course.model import MaskRCNN, MaskRCNNConfig
 from course.pq import pq_table
-from course.train import TrainConfig, evaluate, evaluate_panoptic, train
+from course.train import TrainConfig, evaluate, evaluate_panoptic, predict_dataset, train
 
 
 def add_model_commands(commands: argparse._SubParsersAction) -> None:
@@ -123,8 +123,10 @@ def _dataset(split: str, settings: dict, seed: int = 0) -> ShapesDataset:
 def _report(model: MaskRCNN, settings: dict, as_json: bool) -> None:
     """COCO AP on the validation set; for a panoptic model also PQ under both policies."""
     val = _dataset("val", settings)
-    result = evaluate(model, val)
-    tables = evaluate_panoptic(model, val) if model.semantic_head is not None else {}
+    detections = predict_dataset(model, val)  # once, for AP and for PQ
+    result = evaluate(model, val, detections=detections)
+    tables = evaluate_panoptic(model, val, detections=detections) \
+        if model.semantic_head is not None else {}
     if as_json:
         print(json.dumps({**result.as_dict(), **({"panoptic": tables} if tables else {})}))
         return

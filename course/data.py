@@ -434,6 +434,15 @@ def _stuff_layout(height: int, width: int, g: torch.Generator) -> Tensor:
     return layout.to(torch.int64)
 
 
+def _stuff_edges(layout: Tensor) -> Tensor:
+    """Where the stuff category changes: a one-pixel band, on the lower or right side of each
+    change of ``layout [H, W]``. Tensor[H, W] bool."""
+    edge = torch.zeros_like(layout, dtype=torch.bool)
+    edge[1:] |= layout[1:] != layout[:-1]
+    edge[:, 1:] |= layout[:, 1:] != layout[:, :-1]
+    return edge
+
+
 def _crowd_region(height: int, width: int, g: torch.Generator) -> Tensor:
     """A tight cluster of small shapes, annotated as one crowd region: Tensor[H, W] bool."""
     cx, cy = _uniform(g, 0.25, 0.75) * width, _uniform(g, 0.6, 0.85) * height
@@ -478,10 +487,7 @@ def make_panoptic_scene(height: int = 128, width: int = 128,
         crowd_category = int(torch.randint(1, len(CLASSES) + 1, (), generator=g))
         paint(crowd_mask, crowd_category, True)
     if void:
-        edge = torch.zeros(height, width, dtype=torch.bool)  # where the stuff class changes
-        edge[1:] |= background[1:] != background[:-1]
-        edge[:, 1:] |= background[:, 1:] != background[:, :-1]
-        ids[edge] = 0
+        ids[_stuff_edges(background)] = 0
         if float(torch.rand((), generator=g)) < 0.5:
             centre = (_uniform(g, 0, width), _uniform(g, 0, height))
             ids[shape_mask("circle", centre, _uniform(g, 8, 16), 0.0, height, width)] = 0
@@ -1130,17 +1136,13 @@ def _landscape(layout: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
 def _semantic_map(layout: Tensor, things: Tensor) -> Tensor:
     """Semantic classes of a scene: 0 on things, 1-3 the stuff under the rest, -1 void.
 
-    The void is a one-pixel band where the stuff category changes (on the lower or right side
-    of each change), except on things.
+    The void is the band of :func:`_stuff_edges`, except on things.
 
     Returns:
         Tensor[S, S] int64.
     """
     semantic = layout - STUFF_IDS[0] + 1
-    edge = torch.zeros_like(layout, dtype=torch.bool)
-    edge[1:] |= layout[1:] != layout[:-1]
-    edge[:, 1:] |= layout[:, 1:] != layout[:, :-1]
-    semantic[edge] = -1
+    semantic[_stuff_edges(layout)] = -1
     if len(things):
         semantic[things.any(dim=0)] = 0
     return semantic

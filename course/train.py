@@ -247,9 +247,14 @@ def predict_dataset(model: MaskRCNN, dataset: Dataset, batch_size: int = 16,
 
 
 def evaluate(model: MaskRCNN, dataset: Any, iou_type: str = "segm", batch_size: int = 16,
-             progress: bool | None = None) -> COCOResult:
-    """COCO AP of ``model`` on ``dataset`` (which gives ``coco_ground_truth()``)."""
-    detections = predict_dataset(model, dataset, batch_size, progress)
+             progress: bool | None = None,
+             detections: list[Instances] | None = None) -> COCOResult:
+    """COCO AP of ``model`` on ``dataset`` (which gives ``coco_ground_truth()``).
+
+    ``detections``: the model's :func:`predict_dataset` of ``dataset``, when already made.
+    """
+    if detections is None:
+        detections = predict_dataset(model, dataset, batch_size, progress)
     categories = list(range(1, model.config.num_classes + 1))
     return coco_evaluate(dataset.coco_ground_truth(), [d.as_dict() for d in detections],
                          iou_type, categories)
@@ -258,20 +263,22 @@ def evaluate(model: MaskRCNN, dataset: Any, iou_type: str = "segm", batch_size: 
 def evaluate_panoptic(model: MaskRCNN, dataset: Any,
                       policies: Sequence[str] = ("instance_priority", "stuff_protected"),
                       batch_size: int = 16, progress: bool | None = None,
+                      detections: list[Instances] | None = None,
                       **fusion: Any) -> dict[str, dict[str, Any]]:
     """PQ of a panoptic model on ``dataset`` under each fusion policy.
 
     ``dataset`` gives ``panoptic(i)`` (the ground truth's ids and segments) and names its
     categories: ``semantic_categories`` (of the semantic head's classes), ``thing_ids`` and
     ``stuff_ids``, as :class:`course.data.PanopticShapesDataset` does. ``fusion`` goes to
-    :func:`course.fusion.panoptic_fusion`.
+    :func:`course.fusion.panoptic_fusion`; ``detections`` as in :func:`evaluate`.
 
     Returns:
         ``{policy: result}``, ``result`` as :func:`course.pq.panoptic_quality` gives it.
     """
     from course.fusion import panoptic_fusion
 
-    detections = predict_dataset(model, dataset, batch_size, progress)
+    if detections is None:
+        detections = predict_dataset(model, dataset, batch_size, progress)
     truth = [dataset.panoptic(i) for i in range(len(dataset))]
     out = {}
     for policy in policies:
