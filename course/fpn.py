@@ -26,7 +26,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -62,6 +62,27 @@ def _pair_value(v: int | tuple[int, ...], what: str) -> int:
     return int(v)
 
 
+def _layer_spec(layer: Any, i: int) -> list[tuple[int, int, int]]:
+    """The ``(kernel, stride, dilation)`` of ``layers[i]``: none for a pointwise module,
+    several for a nested ``nn.Sequential``."""
+    if isinstance(layer, nn.Sequential):
+        return layer_specs(layer)
+    if isinstance(layer, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d):
+        dilation = getattr(layer, "dilation", 1)
+        return [(_pair_value(layer.kernel_size, "kernel"), _pair_value(layer.stride, "stride"),
+                 _pair_value(dilation, "dilation"))]
+    if isinstance(layer, _POINTWISE):
+        return []
+    if isinstance(layer, nn.Module):
+        raise TypeError(f"layers[{i}] is a {type(layer).__name__}: only Conv2d, MaxPool2d, "
+                        "AvgPool2d and pointwise modules form a plain stack (for a residual "
+                        "network pass its longest path, e.g. Backbone.main_path())")
+    row = [int(v) for v in layer]
+    if len(row) not in (2, 3):
+        raise ValueError(f"layers[{i}] must be (kernel, stride[, dilation]), got {layer}")
+    return [(row[0], row[1], row[2] if len(row) == 3 else 1)]
+
+
 def layer_specs(layers: Sequence | Tensor | np.ndarray | nn.Module) -> list[tuple[int, int, int]]:
     """``(kernel, stride, dilation)`` of each layer of a plain stack, in order.
 
@@ -83,24 +104,7 @@ def layer_specs(layers: Sequence | Tensor | np.ndarray | nn.Module) -> list[tupl
         layers = np.asarray(layers).tolist()
     specs = []
     for i, layer in enumerate(layers):
-        if isinstance(layer, nn.Sequential):
-            specs += layer_specs(layer)
-        elif isinstance(layer, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d):
-            dilation = getattr(layer, "dilation", 1)
-            specs.append((_pair_value(layer.kernel_size, "kernel"),
-                          _pair_value(layer.stride, "stride"),
-                          _pair_value(dilation, "dilation")))
-        elif isinstance(layer, _POINTWISE):
-            continue
-        elif isinstance(layer, nn.Module):
-            raise TypeError(f"layers[{i}] is a {type(layer).__name__}: only Conv2d, MaxPool2d, "
-                            "AvgPool2d and pointwise modules form a plain stack (for a residual "
-                            "network pass its longest path, e.g. Backbone.main_path())")
-        else:
-            row = [int(v) for v in layer]
-            if len(row) not in (2, 3):
-                raise ValueError(f"layers[{i}] must be (kernel, stride[, dilation]), got {layer}")
-            specs.append((row[0], row[1], row[2] if len(row) == 3 else 1))
+        specs += _layer_spec(layer, i)
     for i, (k, s, d) in enumerate(specs):
         if k < 1 or s < 1 or d < 1:
             raise ValueError(f"layers[{i}]: kernel, stride and dilation must be >= 1, "

@@ -44,7 +44,8 @@ PyTorch:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -87,6 +88,34 @@ def _check_scale(spatial_scale: float) -> None:
         raise ValueError(f"spatial_scale must be a positive number, got {spatial_scale!r}")
 
 
+def _rois_from_tensor(boxes: Tensor, dtype: torch.dtype,
+                      device: torch.device | str | None) -> Tensor:
+    if boxes.ndim != 2 or boxes.shape[1] != 5:
+        hint = (" (boxes without a batch index go in a list, one Tensor[L, 4] per image)"
+                if boxes.ndim == 2 and boxes.shape[1] == 4 else "")
+        raise ValueError("boxes must have shape [K, 5] as (batch index, x1, y1, x2, y2), "
+                         f"got {list(boxes.shape)}{hint}")
+    return boxes.detach().to(dtype=dtype, device=device)
+
+
+def _rois_from_list(boxes: Sequence[Tensor], num_images: int, dtype: torch.dtype,
+                    device: torch.device | str | None) -> Tensor:
+    """Per-image ``Tensor[L, 4]`` boxes, list entry ``i`` for image ``i``, as one ``[K, 5]``."""
+    if len(boxes) > num_images:
+        raise ValueError(f"boxes has {len(boxes)} per-image tensors but input has only "
+                         f"{num_images} images")
+    parts = []
+    for i, b in enumerate(boxes):
+        if not isinstance(b, Tensor):
+            raise TypeError(f"boxes[{i}] must be a torch.Tensor, got {type(b).__name__}")
+        if b.ndim != 2 or b.shape[1] != 4:
+            raise ValueError(f"boxes[{i}] must have shape [L, 4] as (x1, y1, x2, y2), "
+                             f"got {list(b.shape)}")
+        b = b.detach().to(dtype=dtype, device=device)
+        parts.append(torch.cat([torch.full_like(b[:, :1], i), b], dim=1))  # [L, 5]
+    return torch.cat(parts) if parts else torch.zeros(0, 5, dtype=dtype, device=device)
+
+
 def as_rois(boxes: BoxesLike, num_images: int, dtype: torch.dtype = torch.float64,
             device: torch.device | str | None = None, check_values: bool = True) -> Tensor:
     """Validate ``boxes`` and return them as ``Tensor[K, 5]`` ``(batch index, x1, y1, x2, y2)``.
@@ -106,26 +135,9 @@ def as_rois(boxes: BoxesLike, num_images: int, dtype: torch.dtype = torch.float6
             an integer in ``[0, N)``.
     """
     if isinstance(boxes, Tensor):
-        if boxes.ndim != 2 or boxes.shape[1] != 5:
-            hint = (" (boxes without a batch index go in a list, one Tensor[L, 4] per image)"
-                    if boxes.ndim == 2 and boxes.shape[1] == 4 else "")
-            raise ValueError("boxes must have shape [K, 5] as (batch index, x1, y1, x2, y2), "
-                             f"got {list(boxes.shape)}{hint}")
-        rois = boxes.detach().to(dtype=dtype, device=device)
+        rois = _rois_from_tensor(boxes, dtype, device)
     elif isinstance(boxes, list | tuple):
-        if len(boxes) > num_images:
-            raise ValueError(f"boxes has {len(boxes)} per-image tensors but input has only "
-                             f"{num_images} images")
-        parts = []
-        for i, b in enumerate(boxes):
-            if not isinstance(b, Tensor):
-                raise TypeError(f"boxes[{i}] must be a torch.Tensor, got {type(b).__name__}")
-            if b.ndim != 2 or b.shape[1] != 4:
-                raise ValueError(f"boxes[{i}] must have shape [L, 4] as (x1, y1, x2, y2), "
-                                 f"got {list(b.shape)}")
-            b = b.detach().to(dtype=dtype, device=device)
-            parts.append(torch.cat([torch.full_like(b[:, :1], i), b], dim=1))  # [L, 5]
-        rois = torch.cat(parts) if parts else torch.zeros(0, 5, dtype=dtype, device=device)
+        rois = _rois_from_list(boxes, num_images, dtype, device)
     else:
         raise TypeError("boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], "
                         f"got {type(boxes).__name__}")
@@ -262,6 +274,22 @@ def roi_align_reference(input: Tensor, boxes: BoxesLike, output_size: int | Sequ
 # ---------------------------------------------------------------------------------------------
 
 
+def _sample_positions(start: Tensor, bin_size: Tensor, grid: Tensor, bins: int, size: int,
+                      samples: int) -> tuple[Tensor, Tensor]:
+    """``(pos, inside)``, both ``[K, P, G]``: where each placed sample falls (0 for those that
+    do not count) and whether it counts (a real sample of its bin, inside ``[-1, size]``)."""
+    dtype, device = start.dtype, start.device
+    p = torch.arange(bins, dtype=dtype, device=device)  # [P]
+    count = grid.clamp(min=1).to(dtype)  # [K]
+    left = start[:, None] + p[None, :] * bin_size[:, None]  # [K, P] each bin's first edge
+    s = _first_sample(left, bin_size, count)[:, :, None] + torch.arange(samples, device=device)
+    # the kernel's order of operations: (start + p bin) + ((s + 0.5) bin) / count
+    pos = (left[:, :, None]
+           + ((s.to(dtype) + 0.5) * bin_size[:, None, None]) / count[:, None, None])  # [K, P, G]
+    inside = (s < grid[:, None, None]) & (pos >= -1.0) & (pos <= size)  # False for NaN
+    return torch.where(inside, pos, 0.0).clamp(min=0), inside  # samples outside weigh 0 anyway
+
+
 def interpolation_matrix(start: Tensor, bin_size: Tensor, grid: Tensor, bins: int,
                          size: int, samples: int | None = None) -> Tensor:
     """ROIAlign along one axis as a matrix: row ``p`` averages the samples of bin ``p``.
@@ -286,15 +314,8 @@ def interpolation_matrix(start: Tensor, bin_size: Tensor, grid: Tensor, bins: in
     k, dtype, device = start.shape[0], start.dtype, start.device
     if samples is None:
         samples = max(int(grid.max()), 1) if k else 1
-    p = torch.arange(bins, dtype=dtype, device=device)  # [P]
     count = grid.clamp(min=1).to(dtype)  # [K]
-    left = start[:, None] + p[None, :] * bin_size[:, None]  # [K, P] each bin's first edge
-    s = _first_sample(left, bin_size, count)[:, :, None] + torch.arange(samples, device=device)
-    # the kernel's order of operations: (start + p bin) + ((s + 0.5) bin) / count
-    pos = (left[:, :, None]
-           + ((s.to(dtype) + 0.5) * bin_size[:, None, None]) / count[:, None, None])  # [K, P, G]
-    inside = (s < grid[:, None, None]) & (pos >= -1.0) & (pos <= size)  # False for NaN
-    pos = torch.where(inside, pos, 0.0).clamp(min=0)  # samples outside weigh 0 anyway
+    pos, inside = _sample_positions(start, bin_size, grid, bins, size, samples)
     low = pos.to(torch.int64)  # truncation = floor for pos >= 0
     edge = low >= size - 1
     low = torch.where(edge, size - 1, low)
@@ -703,13 +724,11 @@ def _roi_align_dense(input: Tensor, rois: Tensor, output_size: tuple[int, int],
     ``sampling_ratio > 0`` each bin row reads ``2 sampling_ratio`` map rows of ``W C``
     numbers; with ``sampling_ratio <= 0`` each RoI reads all of its image (much slower).
 
-    The boxes' values are not checked on this path (``as_rois(..., check_values=False)``):
-    each check reads its answer on the host. ``torch._assert_async`` would not wait, but when
-    it fails it leaves the GPU unusable until the process restarts, too harsh for a mistake
-    in a notebook. So here a batch index out of ``[0, N)`` fails in the gather (on a GPU as a
+    The boxes' values are not checked here (each check reads its answer on the host;
+    ``torch._assert_async`` would not wait, but a failure leaves the GPU unusable until the
+    process restarts). So a batch index out of ``[0, N)`` fails in the gather (on a GPU as a
     device-side assert), a fractional one is truncated, and a box with a NaN or infinite
-    coordinate gets no sample on the map and pools zeros; the same call on the CPU names the
-    bad row.
+    coordinate pools zeros; the same call on the CPU names the bad row.
 
     Args:
         input (Tensor[N, C, H, W]): feature maps.
@@ -737,6 +756,27 @@ def _roi_align_dense(input: Tensor, rois: Tensor, output_size: tuple[int, int],
 # ---------------------------------------------------------------------------------------------
 # Pooling from a feature pyramid
 # ---------------------------------------------------------------------------------------------
+
+
+def _pyramid_levels(features: Sequence[Tensor], strides: Sequence[int]) -> list[int]:
+    """Check a pyramid (one ``[N, C, H_l, W_l]`` map per level, consecutive power-of-two
+    strides) and return its levels ``k`` (``2**k`` = stride)."""
+    if not isinstance(features, list | tuple) or not features:
+        raise TypeError("features must be a non-empty list of Tensor[N, C, H, W], got "
+                        f"{type(features).__name__}")
+    for i, f in enumerate(features):
+        _check_input(f, f"features[{i}]")
+        if f.shape[:2] != features[0].shape[:2] or f.dtype != features[0].dtype:
+            raise ValueError(f"features[{i}] has shape {list(f.shape)} and dtype {f.dtype}; "
+                             f"every level needs features[0]'s N, C {list(features[0].shape[:2])}"
+                             f" and dtype {features[0].dtype}")
+    levels = [int(s).bit_length() - 1 for s in strides]  # k with 2**k = stride
+    powers = [2**k for k in levels] == list(strides)
+    if (len(strides) != len(features) or not powers
+            or levels != list(range(levels[0], levels[0] + len(levels)))):
+        raise ValueError(f"strides must be consecutive powers of two, one per level of "
+                         f"features ({len(features)}), got {list(strides)}")
+    return levels
 
 
 def multiscale_roi_align(features: Sequence[Tensor], boxes: BoxesLike,
@@ -768,21 +808,7 @@ def multiscale_roi_align(features: Sequence[Tensor], boxes: BoxesLike,
     does: it checks the boxes' values and splits them among the levels with ``nonzero``,
     whose result size is read on the host, once per level.
     """
-    if not isinstance(features, list | tuple) or not features:
-        raise TypeError("features must be a non-empty list of Tensor[N, C, H, W], got "
-                        f"{type(features).__name__}")
-    for i, f in enumerate(features):
-        _check_input(f, f"features[{i}]")
-        if f.shape[:2] != features[0].shape[:2] or f.dtype != features[0].dtype:
-            raise ValueError(f"features[{i}] has shape {list(f.shape)} and dtype {f.dtype}; "
-                             f"every level needs features[0]'s N, C {list(features[0].shape[:2])}"
-                             f" and dtype {features[0].dtype}")
-    levels = [int(s).bit_length() - 1 for s in strides]  # k with 2**k = stride
-    powers = [2**k for k in levels] == list(strides)
-    if (len(strides) != len(features) or not powers
-            or levels != list(range(levels[0], levels[0] + len(levels)))):
-        raise ValueError(f"strides must be consecutive powers of two, one per level of "
-                         f"features ({len(features)}), got {list(strides)}")
+    levels = _pyramid_levels(features, strides)
     if pool not in ("align", "pool"):
         raise ValueError(f"pool must be 'align' or 'pool', got {pool!r}")
     rois = as_rois(boxes, features[0].shape[0], features[0].dtype, features[0].device)
@@ -798,6 +824,25 @@ def multiscale_roi_align(features: Sequence[Tensor], boxes: BoxesLike,
         order.append(index)
     inverse = torch.argsort(torch.cat(order))  # back to the input order
     return torch.cat(pooled)[inverse]  # [K, C, PH, PW]
+
+
+def _check_paste(masks: Tensor, boxes: Tensor, height: int, width: int) -> None:
+    """What :func:`paste_masks` needs: float grids, one finite box each, a real image size."""
+    if not isinstance(masks, Tensor) or masks.ndim != 3 or not masks.is_floating_point():
+        shape = list(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
+        raise ValueError(f"masks must be a floating-point Tensor[K, PH, PW], got {shape}")
+    if not isinstance(boxes, Tensor) or boxes.shape != (len(masks), 4):
+        shape = list(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+        raise ValueError(f"boxes must have shape [{len(masks)}, 4] (one per mask), got {shape}")
+    if not bool(torch.isfinite(boxes).all()):
+        raise ValueError("boxes must be finite")
+    for name, value in (("height", height), ("width", width)):
+        try:
+            whole = operator.index(value) >= 0 and not isinstance(value, bool)
+        except TypeError:
+            whole = False
+        if not whole:
+            raise ValueError(f"{name} must be a whole number of pixels >= 0, got {value!r}")
 
 
 def paste_masks(masks: Tensor, boxes: Tensor, height: int, width: int) -> Tensor:
@@ -817,14 +862,7 @@ def paste_masks(masks: Tensor, boxes: Tensor, height: int, width: int) -> Tensor
     Returns:
         Tensor[K, H, W] in ``masks``' dtype (floating point).
     """
-    if not isinstance(masks, Tensor) or masks.ndim != 3 or not masks.is_floating_point():
-        shape = list(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
-        raise ValueError(f"masks must be a floating-point Tensor[K, PH, PW], got {shape}")
-    if not isinstance(boxes, Tensor) or boxes.shape != (len(masks), 4):
-        shape = list(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
-        raise ValueError(f"boxes must have shape [{len(masks)}, 4] (one per mask), got {shape}")
-    if not bool(torch.isfinite(boxes).all()):
-        raise ValueError("boxes must be finite")
+    _check_paste(masks, boxes, height, width)
     k = len(masks)
     if k == 0 or height == 0 or width == 0:
         return masks.new_zeros(k, height, width)
@@ -913,49 +951,62 @@ def _pool_argmax(input: Tensor, rois: Tensor, bins: tuple[Tensor, Tensor, Tensor
     Vectorised over RoIs: each RoI's region is cut out (padded to the largest in its group),
     the maximum is taken over each bin's columns, then over each bin's rows.
     """
-    n_img, channels, height, width = input.shape
+    channels = input.shape[1]
     r0, r1, c0, c1 = bins
     k, bins_h, bins_w = len(rois), r0.shape[1], c0.shape[1]
     result = torch.full((k, channels, bins_h, bins_w), -1, dtype=torch.int64,
                         device=input.device)
-    top, left = r0[:, 0], c0[:, 0]  # [K] region corners
-    tall, wide = (r1.amax(1) - top).clamp(min=0), (c1.amax(1) - left).clamp(min=0)
-    order = torch.argsort(tall * wide).tolist()  # similar sizes share a group
-    tall_l, wide_l = tall.tolist(), wide.tolist()
+    tall, wide = (r1.amax(1) - r0[:, 0]).clamp(min=0), (c1.amax(1) - c0[:, 0]).clamp(min=0)
+    for group, h, w in _pool_groups(tall.tolist(), wide.tolist(), channels * bins_w, budget):
+        idx = torch.tensor(group, device=input.device)  # [n]
+        group_bins = (r0[idx], r1[idx], c0[idx], c1[idx])
+        result[idx] = _group_argmax(input, rois[idx], group_bins, (tall[idx], wide[idx]), h, w)
+    return result
+
+
+def _pool_groups(tall: list[int], wide: list[int], per_pixel: int,
+                 budget: int) -> Iterator[tuple[list[int], int, int]]:
+    """RoIs of similar region size in groups ``(indices, h, w)`` whose padded ``h x w``
+    regions hold about ``budget`` numbers (``per_pixel`` each); a group has at least one."""
+    order = sorted(range(len(tall)), key=lambda r: tall[r] * wide[r])
     start = 0
-    while start < k:
+    while start < len(order):
         stop, h, w = start, 0, 0
-        while stop < k:
+        while stop < len(order):
             r = order[stop]
-            h2, w2 = max(h, tall_l[r], 1), max(w, wide_l[r], 1)
-            if stop > start and (stop + 1 - start) * channels * h2 * w2 * bins_w > budget:
+            h2, w2 = max(h, tall[r], 1), max(w, wide[r], 1)
+            if stop > start and (stop + 1 - start) * per_pixel * h2 * w2 > budget:
                 break
             h, w, stop = h2, w2, stop + 1
-        idx = torch.tensor(order[start:stop], device=input.device)  # [n]
-        rows = (top[idx, None] + torch.arange(h, device=input.device)).clamp(max=height - 1)
-        cols = (left[idx, None] + torch.arange(w, device=input.device)).clamp(max=width - 1)
-        image = rois[idx, 0].to(torch.int64)
-        region = input[image[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # [n,h,w,C]
-        region = region.permute(0, 3, 1, 2)  # [n, C, h, w]
-        col_in = ((cols[:, None, :] >= c0[idx, :, None])
-                  & (cols[:, None, :] < c1[idx, :, None]))  # [n, PW, w]
-        col_in &= torch.arange(w, device=input.device) < wide[idx, None, None]  # no padding
-        masked = torch.where(col_in[:, None, None], region[:, :, :, None, :], -torch.inf)
-        best_col, arg_col = masked.max(dim=-1)  # [n, C, h, PW]
-        row_in = ((rows[:, None, :] >= r0[idx, :, None])
-                  & (rows[:, None, :] < r1[idx, :, None]))  # [n, PH, h]
-        row_in &= torch.arange(h, device=input.device) < tall[idx, None, None]
-        masked = torch.where(row_in[:, None, :, :, None], best_col[:, :, None], -torch.inf)
-        _, arg_row = masked.max(dim=3)  # [n, C, PH, PW]
-        col = arg_col.gather(2, arg_row)  # [n, C, PH, PW]: the column of the chosen row
-        y = rows.gather(1, arg_row.flatten(1)).view_as(arg_row)  # map row
-        x = cols.gather(1, col.flatten(1)).view_as(col)  # map column
-        c = torch.arange(channels, device=input.device)[None, :, None, None]
-        flat = ((image[:, None, None, None] * channels + c) * height + y) * width + x
-        empty = ((r1[idx] <= r0[idx])[:, None, :, None] | (c1[idx] <= c0[idx])[:, None, None, :])
-        result[idx] = torch.where(empty, -1, flat)
+        yield order[start:stop], h, w
         start = stop
-    return result
+
+
+def _group_argmax(input: Tensor, rois: Tensor, bins: tuple[Tensor, Tensor, Tensor, Tensor],
+                  extent: tuple[Tensor, Tensor], h: int, w: int) -> Tensor:
+    """:func:`_pool_argmax` for one group of ``n`` RoIs, regions padded to ``h x w``."""
+    _, channels, height, width = input.shape
+    (r0, r1, c0, c1), (tall, wide), dev = bins, extent, input.device
+    rows = (r0[:, :1] + torch.arange(h, device=dev)).clamp(max=height - 1)  # [n, h]
+    cols = (c0[:, :1] + torch.arange(w, device=dev)).clamp(max=width - 1)  # [n, w]
+    image = rois[:, 0].to(torch.int64)
+    region = input[image[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # [n,h,w,C]
+    region = region.permute(0, 3, 1, 2)  # [n, C, h, w]
+    col_in = (cols[:, None, :] >= c0[:, :, None]) & (cols[:, None, :] < c1[:, :, None])
+    col_in &= torch.arange(w, device=dev) < wide[:, None, None]  # [n, PW, w], no padding
+    masked = torch.where(col_in[:, None, None], region[:, :, :, None, :], -torch.inf)
+    best_col, arg_col = masked.max(dim=-1)  # [n, C, h, PW]
+    row_in = (rows[:, None, :] >= r0[:, :, None]) & (rows[:, None, :] < r1[:, :, None])
+    row_in &= torch.arange(h, device=dev) < tall[:, None, None]  # [n, PH, h]
+    masked = torch.where(row_in[:, None, :, :, None], best_col[:, :, None], -torch.inf)
+    _, arg_row = masked.max(dim=3)  # [n, C, PH, PW]
+    col = arg_col.gather(2, arg_row)  # [n, C, PH, PW]: the column of the chosen row
+    y = rows.gather(1, arg_row.flatten(1)).view_as(arg_row)  # map row
+    x = cols.gather(1, col.flatten(1)).view_as(col)  # map column
+    c = torch.arange(channels, device=dev)[None, :, None, None]
+    flat = ((image[:, None, None, None] * channels + c) * height + y) * width + x
+    empty = (r1 <= r0)[:, None, :, None] | (c1 <= c0)[:, None, None, :]
+    return torch.where(empty, -1, flat)
 
 
 def roi_pool(input: Tensor, boxes: BoxesLike, output_size: int | Sequence[int],

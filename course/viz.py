@@ -43,6 +43,48 @@ def _overlay(base: np.ndarray, mask: np.ndarray, colour: str, alpha: float) -> N
     base[mask] = (1 - alpha) * base[mask] + alpha * np.array(to_rgb(colour))
 
 
+def _masks(masks: Tensor | np.ndarray, name: str) -> np.ndarray:
+    """``masks`` as a bool array ``[N, H, W]``, or a ValueError naming the argument."""
+    m = _np(masks)
+    if m.ndim != 3:
+        raise ValueError(f"{name} must be [N, H, W] masks, got shape {list(m.shape)}")
+    return m.astype(bool)
+
+
+def _mask(mask: Tensor | np.ndarray, name: str) -> np.ndarray:
+    m = _np(mask)
+    if m.ndim != 2:
+        raise ValueError(f"{name} must be one [H, W] mask, got shape {list(m.shape)}")
+    return m
+
+
+def _labels(labels: Tensor | Sequence[int], n: int, class_names: Sequence[str],
+            name: str = "labels") -> np.ndarray:
+    """1-based class ids, one per object, each naming a class in ``class_names``."""
+    arr = _np(labels)
+    if arr.ndim != 1 or len(arr) != n:
+        raise ValueError(f"{name} must hold one class id per mask ({n}), got shape "
+                         f"{list(arr.shape)}")
+    if arr.size and not np.array_equal(arr, np.round(arr)):
+        raise ValueError(f"{name} must be whole class ids, got {arr.tolist()}")
+    arr = arr.astype(int)
+    unknown = sorted({int(v) for v in arr if not 1 <= v <= len(class_names)})
+    if unknown:
+        raise ValueError(f"{name} must be in 1..{len(class_names)} (class_names has "
+                         f"{len(class_names)}), got unknown ids {unknown}")
+    return arr
+
+
+def _same_size(shape: tuple[int, ...], image: Tensor | np.ndarray | None, name: str) -> None:
+    """The picture underneath must have the masks' height and width."""
+    if image is None:
+        return
+    img = _image(image, shape)
+    if tuple(img.shape[:2]) != tuple(shape):
+        raise ValueError(f"image is {list(img.shape[:2])} (height, width) but {name} "
+                         f"{list(shape)}")
+
+
 Anchor = tuple[float, float, str, str]  # x, y (data coordinates), ha, va
 
 
@@ -64,50 +106,58 @@ def _place_labels(ax: Axes, labels: Sequence[tuple[str, str, list[Anchor]]],
     the axes (so never on the title) and overlaps no label already written; if there is none,
     at the anchor inside the axes that overlaps least. Sizes come from the figure's renderer."""
     renderer = _renderer(ax)
-    frame = ax.get_window_extent(renderer)
-    pad = renderer.points_to_pixels(1.0)  # the bbox's "pad": 1 (points)
     placed: list = []
-
-    def overlap(a, b) -> float:
-        w = min(a.x1, b.x1) - max(a.x0, b.x0)
-        h = min(a.y1, b.y1) - max(a.y0, b.y0)
-        return max(w, 0.0) * max(h, 0.0)
-
     for text, colour, anchors in labels:
         artist = ax.text(0, 0, text, color="white", fontsize=fontsize,
                          bbox={"facecolor": colour, "pad": 1, "lw": 0, "alpha": alpha})
         best = None
-        for x, y, ha, va in anchors:
-            artist.set_position((x, y))
-            artist.set_ha(ha)
-            artist.set_va(va)
-            box = artist.get_window_extent(renderer).padded(pad)  # the text and its bbox
-            shift = min(frame.x1 - box.x1, 0.0) or max(frame.x0 - box.x0, 0.0)
-            if shift:  # slide along x into the axes
-                at = ax.transData.transform((x, y)) + (shift, 0.0)
-                x = float(ax.transData.inverted().transform(at)[0])
-                artist.set_x(x)
-                box = artist.get_window_extent(renderer).padded(pad)
-            if not (frame.x0 - 0.5 <= box.x0 and box.x1 <= frame.x1 + 0.5
-                    and frame.y0 - 0.5 <= box.y0 and box.y1 <= frame.y1 + 0.5):
+        for anchor in anchors:
+            fit = _fit_inside(ax, artist, anchor, renderer)
+            if fit is None:
                 continue
-            cost = sum(overlap(box, other) for other in placed)
+            cost = sum(_overlap(fit[1], other) for other in placed)
             if best is None or cost < best[0]:
-                best = (cost, (x, y, ha, va), box)
+                best = (cost, *fit)
             if cost == 0:
                 break
         if best is None:  # nowhere inside: keep the first anchor, clipped to the axes
-            x, y, ha, va = anchors[0]
-            artist.set_position((x, y))
-            artist.set_ha(ha)
-            artist.set_va(va)
+            _put(artist, anchors[0])
             artist.set_clip_on(True)
             continue
-        (x, y, ha, va), box = best[1], best[2]
-        artist.set_position((x, y))
-        artist.set_ha(ha)
-        artist.set_va(va)
-        placed.append(box)
+        _put(artist, best[1])
+        placed.append(best[2])
+
+
+def _put(artist, anchor: Anchor) -> None:
+    x, y, ha, va = anchor
+    artist.set_position((x, y))
+    artist.set_ha(ha)
+    artist.set_va(va)
+
+
+def _overlap(a, b) -> float:
+    """The area two display-space boxes share."""
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(w, 0.0) * max(h, 0.0)
+
+
+def _fit_inside(ax: Axes, artist, anchor: Anchor, renderer):
+    """``(anchor, box)`` with the label at ``anchor``, slid along x into the axes if it sticks
+    out sideways; ``None`` if it still does not lie inside (it would cross the top or bottom)."""
+    frame = ax.get_window_extent(renderer)
+    pad = renderer.points_to_pixels(1.0)  # the bbox's "pad": 1 (points)
+    _put(artist, anchor)
+    box = artist.get_window_extent(renderer).padded(pad)  # the text and its bbox
+    shift = min(frame.x1 - box.x1, 0.0) or max(frame.x0 - box.x0, 0.0)
+    if shift:  # slide along x into the axes
+        at = ax.transData.transform(anchor[:2]) + (shift, 0.0)
+        anchor = (float(ax.transData.inverted().transform(at)[0]), *anchor[1:])
+        _put(artist, anchor)
+        box = artist.get_window_extent(renderer).padded(pad)
+    inside = (frame.x0 - 0.5 <= box.x0 and box.x1 <= frame.x1 + 0.5
+              and frame.y0 - 0.5 <= box.y0 and box.y1 <= frame.y1 + 0.5)
+    return (anchor, box) if inside else None
 
 
 def _renderer(ax: Axes):
@@ -126,7 +176,10 @@ def draw_instances(image: Tensor | np.ndarray | None, masks: Tensor | np.ndarray
         masks (Tensor[N, H, W]): binary masks.
         labels (Tensor[N], optional): 1-based class ids into ``class_names``.
     """
-    m = _np(masks).astype(bool)
+    m = _masks(masks, "masks")
+    _same_size(m.shape[1:], image, "the masks are")
+    if labels is not None:
+        labels = _labels(labels, len(m), class_names)
     ax = _axes(ax)
     canvas = _image(image, m.shape[1:]).astype(float).copy()
     for i, mask in enumerate(m):
@@ -160,7 +213,7 @@ def draw_mask(mask: Tensor | np.ndarray, ax: Axes | None = None,
     ``imshow`` on its own scales the colours to the values present, so an all-True mask would
     come out black, the colour it gives False; here the scale is fixed to [0, 1].
     """
-    m = _np(mask).astype(float)
+    m = _mask(mask, "mask").astype(float)
     ax = _axes(ax)
     ax.imshow(m, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     if title:
@@ -171,7 +224,10 @@ def draw_mask(mask: Tensor | np.ndarray, ax: Axes | None = None,
 def draw_overlap(a: Tensor | np.ndarray, b: Tensor | np.ndarray, ax: Axes | None = None,
                  title: str | None = None) -> Axes:
     """Two ``[H, W]`` masks: only ``a``, only ``b`` and their intersection in three colours."""
-    a, b = _np(a).astype(bool), _np(b).astype(bool)
+    a, b = _mask(a, "a").astype(bool), _mask(b, "b").astype(bool)
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same size, got {list(a.shape)} and "
+                         f"{list(b.shape)}")
     ax = _axes(ax)
     canvas = np.full((*a.shape, 3), 0.95)
     canvas[a & ~b] = to_rgb("#4363d8")
@@ -192,6 +248,8 @@ def plot_matrix(matrix: Tensor | np.ndarray, ax: Axes | None = None,
                 fmt: str = "{:.2f}", cmap: str = "viridis") -> Axes:
     """A small matrix (an IoU matrix, say) as a heatmap with its values written in."""
     m = _np(matrix).astype(float)
+    if m.ndim != 2:
+        raise ValueError(f"matrix must be 2-D, got shape {list(m.shape)}")
     if ax is None:
         _, ax = plt.subplots(figsize=(0.55 * m.shape[1] + 1.5, 0.45 * m.shape[0] + 1))
     ax.imshow(m, cmap=cmap, vmin=0, vmax=1)
@@ -209,7 +267,9 @@ def draw_matches(image: Tensor | np.ndarray | None, gt_masks: Tensor | np.ndarra
                  pred_masks: Tensor | np.ndarray, result: MatchResult, ax: Axes | None = None,
                  title: str | None = None) -> Axes:
     """Matched predictions in green, false positives in red, missed ground truth in orange."""
-    gt, pred = _np(gt_masks).astype(bool), _np(pred_masks).astype(bool)
+    gt, pred = _masks(gt_masks, "gt_masks"), _masks(pred_masks, "pred_masks")
+    _check_match(gt, pred, result)
+    _same_size(gt.shape[1:], image, "the masks are")
     ax = _axes(ax)
     canvas = _image(image, gt.shape[1:]).astype(float).copy()
     fp = set(result.unmatched_pred().tolist())
@@ -236,6 +296,17 @@ def draw_matches(image: Tensor | np.ndarray | None, gt_masks: Tensor | np.ndarra
 VOID_COLOUR = "#202020"
 
 
+def _check_match(gt: np.ndarray, pred: np.ndarray, result: MatchResult) -> None:
+    """The masks must be the ones ``result`` matched: the same counts, the same image size."""
+    if gt.shape[1:] != pred.shape[1:]:
+        raise ValueError(f"gt_masks are {list(gt.shape[1:])} and pred_masks "
+                         f"{list(pred.shape[1:])} (height, width): they must be one size")
+    if (result.num_gt, result.num_pred) != (len(gt), len(pred)):
+        raise ValueError(f"result matched {result.num_pred} predictions to {result.num_gt} "
+                         f"ground-truth objects, but {len(pred)} pred_masks and {len(gt)} "
+                         "gt_masks were given")
+
+
 def draw_panoptic(ids: Tensor | np.ndarray, segments: dict[int, tuple[int, bool]],
                   image: Tensor | np.ndarray | None = None, ax: Axes | None = None,
                   class_names: Sequence[str] | None = None, title: str | None = None,
@@ -252,7 +323,10 @@ def draw_panoptic(ids: Tensor | np.ndarray, segments: dict[int, tuple[int, bool]
     from course.data import PANOPTIC_CLASSES
 
     names = PANOPTIC_CLASSES if class_names is None else class_names
-    m = _np(ids)
+    m = _mask(ids, "ids")
+    _same_size(m.shape, image, "ids is")
+    _labels([cat for cat, _ in segments.values()], len(segments), names,
+            "the segments' categories")
     ax = _axes(ax)
     canvas = _image(image, m.shape).astype(float).copy()
     for k, sid in enumerate(sorted(segments)):
@@ -289,10 +363,8 @@ def draw_detections(image: Tensor | np.ndarray | None, instances: Instances,
     """
     if instances.scores is not None:
         instances = instances[instances.scores >= min_score]
-    labels = _np(instances.labels).astype(int)
-    if labels.size and (labels.min() < 1 or labels.max() > len(class_names)):
-        raise ValueError(f"labels must be in 1..{len(class_names)} (class_names has "
-                         f"{len(class_names)}), got {sorted(set(labels.tolist()))}")
+    labels = _labels(instances.labels, len(instances), class_names)
+    _same_size(tuple(instances.image_size), image, "the instances are")
     ax = _axes(ax)
     canvas = _image(image, instances.image_size).astype(float).copy()
     masks = _np(instances.masks).astype(bool) if instances.masks is not None else None

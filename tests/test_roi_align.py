@@ -8,6 +8,7 @@ import itertools
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -548,6 +549,12 @@ def test_paste_masks_edge_cases_and_bad_input():
         paste_masks(torch.ones(1, 2, 2), torch.zeros(2, 4), 4, 4)
     with pytest.raises(ValueError, match="boxes must be finite"):
         paste_masks(torch.ones(1, 2, 2), torch.tensor([[0.0, float("nan"), 1.0, 1.0]]), 4, 4)
+    for height, width, name in ((-4, 4, "height"), (4, -1, "width"), (4.0, 4, "height"),
+                                (4, 2.5, "width"), (True, 4, "height")):
+        with pytest.raises(ValueError, match=f"{name} must be a whole number of pixels >= 0"):
+            paste_masks(torch.ones(1, 2, 2), torch.zeros(1, 4), height, width)
+    assert paste_masks(torch.ones(1, 2, 2), torch.tensor([[0.0, 0, 2, 2]]),
+                       np.int64(3), np.int64(3)).shape == (1, 3, 3)
 
 
 # --- Bad input -----------------------------------------------------------------------------

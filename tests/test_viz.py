@@ -165,3 +165,71 @@ def test_draw_detections_labels_of_boxes_at_the_top_edge_do_not_collide():
     assert [t.get_text() for t in ax.texts] == ["circle 0.90", "square 0.80", "triangle 0.70"]
     _assert_labels_inside_and_apart(ax)
     plt.close("all")
+
+
+# --- wrong input: a clear error naming the argument, never an IndexError from deep inside ---
+
+
+def _scene_and_match():
+    scene = make_scene(seed=0)
+    pred = simulate_predictions(scene, seed=1)
+    result = tp_fp_fn(mask_iou(pred.masks, scene.masks), pred.labels, scene.labels)
+    return scene, pred, result
+
+
+@pytest.mark.parametrize("labels, match", [
+    ([1], "one class id per mask"),
+    ([1, 9], "unknown ids \\[9\\]"),
+    ([0, 1], "unknown ids \\[0\\]"),
+    ([1.5, 2], "whole class ids"),
+])
+def test_draw_instances_refuses_labels_of_the_wrong_length_or_unknown(labels, match):
+    masks = torch.zeros(2, 6, 6, dtype=torch.bool)
+    masks[0, :3], masks[1, 3:] = True, True
+    with pytest.raises(ValueError, match=match):
+        viz.draw_instances(None, masks, torch.tensor(labels))
+    plt.close("all")
+
+
+def test_draw_instances_refuses_a_single_mask_and_an_image_of_another_size():
+    with pytest.raises(ValueError, match="masks must be \\[N, H, W\\]"):
+        viz.draw_instances(None, torch.zeros(6, 6, dtype=torch.bool))
+    with pytest.raises(ValueError, match="image is \\[8, 8\\]"):
+        viz.draw_instances(torch.zeros(3, 8, 8), torch.zeros(1, 6, 6, dtype=torch.bool))
+    plt.close("all")
+
+
+def test_draw_matches_refuses_masks_that_are_not_the_matched_ones():
+    scene, pred, result = _scene_and_match()
+    with pytest.raises(ValueError, match="pred_masks and .* gt_masks were given"):
+        viz.draw_matches(scene.image, scene.masks, pred.masks[:-1], result)
+    with pytest.raises(ValueError, match="must be one size"):
+        viz.draw_matches(None, scene.masks, pred.masks[:, :-1], result)
+    plt.close("all")
+
+
+def test_draw_overlap_and_draw_mask_refuse_wrong_shapes():
+    with pytest.raises(ValueError, match="same size"):
+        viz.draw_overlap(torch.zeros(4, 4), torch.zeros(4, 5))
+    with pytest.raises(ValueError, match="one \\[H, W\\] mask"):
+        viz.draw_mask(torch.zeros(2, 4, 4))
+    with pytest.raises(ValueError, match="2-D"):
+        viz.plot_matrix(torch.zeros(3))
+    plt.close("all")
+
+
+def test_draw_panoptic_refuses_an_unknown_category():
+    ids = torch.zeros(6, 6, dtype=torch.long)
+    ids[:3] = 1
+    with pytest.raises(ValueError, match="segments' categories must be in 1..2"):
+        viz.draw_panoptic(ids, {1: (3, False)}, class_names=["a", "b"])
+    plt.close("all")
+
+
+def test_draw_detections_refuses_unknown_labels():
+    from course.structures import Instances
+    inst = Instances(boxes=torch.tensor([[1.0, 1.0, 4.0, 4.0]]), labels=torch.tensor([7]),
+                     scores=torch.tensor([0.9]), image_size=(8, 8))
+    with pytest.raises(ValueError, match="unknown ids \\[7\\]"):
+        viz.draw_detections(None, inst)
+    plt.close("all")
