@@ -8,9 +8,10 @@ synthetic scenes, ``viz`` draws them, and ``checks`` grades the notebook exercis
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __version__ = "0.1.0"
 
@@ -23,6 +24,9 @@ def seed_everything(seed: int) -> None:
     Library functions take ``generator=`` or ``seed=`` explicitly; this is for notebooks and
     scripts, so that a re-run prints the same numbers.
     """
+    import numpy as np
+    import torch
+
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     random.seed(seed)
@@ -32,4 +36,6 @@ def seed_everything(seed: int) -> None:
 
 def device() -> torch.device:
     """The device to compute on: the first CUDA GPU when one is present, else the CPU."""
+    import torch  # imported here, so that `import course` (and the CLI's start) stays light
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
