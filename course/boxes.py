@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from course.cocoeval.common import box_overlap_iou
 from course.masks import MaskLike, as_masks
 
 
@@ -53,7 +54,9 @@ def box_iou(pred: Tensor | np.ndarray, gt: Tensor | np.ndarray,
 
     Equal to ``torchvision.ops.box_iou`` on boxes of positive area. Where it would divide
     zero by zero (two empty boxes), the IoU here is 0, as in pycocotools. A crowd gt column
-    gets ``IoU = inter / area(pred)`` (the COCO crowd rule).
+    gets ``IoU = inter / area(pred)`` (the COCO crowd rule). The formula,
+    :func:`course.cocoeval.common.box_overlap_iou`, is the one the COCO evaluators use too,
+    written once for torch tensors and numpy arrays alike.
 
     Args:
         pred (Tensor[N, 4]): ``(x1, y1, x2, y2)``.
@@ -65,23 +68,23 @@ def box_iou(pred: Tensor | np.ndarray, gt: Tensor | np.ndarray,
     """
     p, g = as_boxes(pred, "pred"), as_boxes(gt, "gt")
     g = g.to(p.device)
-    lt = torch.maximum(p[:, None, :2], g[None, :, :2])  # [N, M, 2]
-    rb = torch.minimum(p[:, None, 2:], g[None, :, 2:])  # [N, M, 2]
-    wh = (rb - lt).clamp(min=0)  # [N, M, 2]
-    inter = wh[..., 0] * wh[..., 1]  # [N, M]
-    area_p = (p[:, 2] - p[:, 0]) * (p[:, 3] - p[:, 1])
-    area_g = (g[:, 2] - g[:, 0]) * (g[:, 3] - g[:, 1])
-    union = area_p[:, None] + area_g[None, :] - inter  # [N, M]
+    crowd = None
     if iscrowd is not None:
         crowd = torch.as_tensor(iscrowd, device=p.device).bool()
         if crowd.shape != (len(g),):
             raise ValueError(f"iscrowd must have shape [{len(g)}], got {list(crowd.shape)}")
-        union = torch.where(crowd[None, :], area_p[:, None].expand_as(union), union)
-    return torch.where(inter > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
+    area_p = (p[:, 2] - p[:, 0]) * (p[:, 3] - p[:, 1])  # [N]
+    area_g = (g[:, 2] - g[:, 0]) * (g[:, 3] - g[:, 1])  # [M]
+    # rows against columns by broadcasting: [N, 1, 2] with [1, M, 2] gives [N, M]
+    return box_overlap_iou(p[:, None, :2], p[:, None, 2:], area_p[:, None],
+                           g[None, :, :2], g[None, :, 2:], area_g[None, :], crowd)
 
 
 def box_iou_loop(pred: Tensor | np.ndarray, gt: Tensor | np.ndarray) -> Tensor:
-    """:func:`box_iou` one pair at a time, as the formula reads (slow; for teaching)."""
+    """:func:`box_iou` one pair at a time, as the formula reads (slow; for teaching).
+
+    The chapter's definition, kept as the reference the tests hold :func:`box_iou` to.
+    """
     p, g = as_boxes(pred, "pred").tolist(), as_boxes(gt, "gt").tolist()
     out = torch.zeros(len(p), len(g), dtype=torch.float64)
     for i, (px1, py1, px2, py2) in enumerate(p):

@@ -24,20 +24,21 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from course.ap import coco_evaluate
 from course.cli_model import add_model_commands, run_model_command
 from course.cli_teaching import TEACHING_COMMANDS, add_teaching_commands, run_teaching_command
-from course.coco import load_ground_truth, load_results
+from course.cocoeval.evaluate import coco_evaluate  # numpy only: eval starts without torch
+from course.cocoeval.json_io import load_ground_truth, load_results
 
 PROGRESS_MIN_ITEMS = 5000
 """A progress bar is shown for loops over at least this many images or annotations."""
 
 
 def _progress(items: Sequence[Any], description: str) -> Iterable[Any]:
-    return tqdm(items, desc=description, total=len(items), file=sys.stderr, leave=False,
-                disable=len(items) < PROGRESS_MIN_ITEMS)
+    if len(items) < PROGRESS_MIN_ITEMS:
+        return items
+    from tqdm import tqdm  # only for large sets: a small eval starts without it
+
+    return tqdm(items, desc=description, total=len(items), file=sys.stderr, leave=False)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,6 +69,12 @@ def evaluate_files(gt: Path, results: Path, iou_type: str, per_class: bool,
         if not Path(path).is_file():
             raise FileNotFoundError(f"{flag}: No such file: {path}")
     truth = load_ground_truth(gt, iou_type, _progress)
+    if truth.zero_ids:
+        print(f"warning: {gt} has {truth.zero_ids} annotation(s) with id 0. pycocotools "
+              "marks 'unmatched' with id 0, so it counts a detection matched to such an "
+              "annotation as a false positive and the object as missed; this evaluation does "
+              "not use ids and counts the match. Number annotations from 1 to get the same "
+              "numbers from both.", file=sys.stderr)
     predictions, dropped = load_results(results, truth, iou_type, _progress)
     if dropped:
         print(f"note: {dropped} results have a category_id that is not among the ground "

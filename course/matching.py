@@ -177,6 +177,17 @@ def greedy_match(iou: ArrayLike, scores: ArrayLike, threshold: float = 0.5) -> M
     return _result(pairs, iou)
 
 
+def _check_method(method: str, scores: ArrayLike | None, num_pred: int) -> Tensor | None:
+    """Validate ``method``; the scores as a vector where the greedy rule needs them."""
+    if method not in ("hungarian", "greedy"):
+        raise ValueError(f"method must be 'hungarian' or 'greedy', got {method!r}")
+    if method == "hungarian":
+        return None
+    if scores is None:
+        raise ValueError("method='greedy' needs scores")
+    return _as_vector(scores, num_pred, "scores", "row of iou")
+
+
 def tp_fp_fn(iou: ArrayLike, pred_labels: ArrayLike, gt_labels: ArrayLike,
              threshold: float = 0.5, *, scores: ArrayLike | None = None,
              method: str = "hungarian") -> MatchResult:
@@ -201,12 +212,7 @@ def tp_fp_fn(iou: ArrayLike, pred_labels: ArrayLike, gt_labels: ArrayLike,
     threshold = check_threshold(threshold)
     pred_labels = _as_vector(pred_labels, iou.shape[0], "pred_labels", "row of iou")
     gt_labels = _as_vector(gt_labels, iou.shape[1], "gt_labels", "column of iou")
-    if method not in ("hungarian", "greedy"):
-        raise ValueError(f"method must be 'hungarian' or 'greedy', got {method!r}")
-    if method == "greedy":
-        if scores is None:
-            raise ValueError("method='greedy' needs scores")
-        scores = _as_vector(scores, iou.shape[0], "scores", "row of iou")
+    scores = _check_method(method, scores, iou.shape[0])
     pairs = []
     for c in torch.unique(torch.cat([pred_labels, gt_labels])).tolist():
         p = (pred_labels == c).nonzero().flatten()

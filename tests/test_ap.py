@@ -1,8 +1,9 @@
 """course.ap gives pycocotools' numbers: the 12 stats and the precision / recall arrays, to 1e-12.
 
 Every case is written with course.coco's json writer and evaluated by pycocotools' COCOeval;
-the fast evaluator and the loop reference must both agree with it. Mutants of course/ap.py
-(a strict threshold, an unstable sort, exclusive area bounds) must fail the same comparison.
+the fast evaluator and the loop reference must both agree with it. Mutants of the engine,
+course/cocoeval/engine.py (a strict threshold, an unstable sort, exclusive area bounds), must
+fail the same comparison.
 """
 
 import contextlib
@@ -19,6 +20,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 import course.ap
+import course.cocoeval.engine
+import course.cocoeval.evaluate
 from course.ap import (
     STAT_NAMES,
     COCOParams,
@@ -436,7 +439,7 @@ def test_rle_masks_and_dense_masks_give_the_same_result(cases):
                           coco_evaluate(gt, preds).precision)
 
 
-# --- mutants of course/ap.py must fail the equality suite -----------------------------------
+# --- mutants of the engine (course/cocoeval/engine.py) must fail the equality suite ------
 
 MUTANTS = {
     "IoU >= t becomes IoU > t": (
@@ -454,10 +457,12 @@ MUTATION_CASES = ["IoU exactly at the thresholds", "areas exactly 32**2 and 96**
 
 
 @pytest.mark.parametrize("mutant", MUTANTS)
-def test_the_equality_suite_catches_the_mutant(cases, mutant, load_mutant):
-    module = load_mutant(course.ap, *MUTANTS[mutant])
-    caught = [name for name in MUTATION_CASES
-              if not same(module.coco_evaluate(*cases[name]), pycocotools_eval(*cases[name]))]
+def test_the_equality_suite_catches_the_mutant(cases, mutant, load_mutant, monkeypatch):
+    engine = load_mutant(course.cocoeval.engine, *MUTANTS[mutant])
+    with monkeypatch.context() as patch:
+        patch.setattr(course.cocoeval.evaluate, "engine", engine)  # coco_evaluate runs it
+        caught = [name for name in MUTATION_CASES
+                  if not same(coco_evaluate(*cases[name]), pycocotools_eval(*cases[name]))]
     assert caught, f"no case tells the mutant '{mutant}' from pycocotools"
     assert all(same(coco_evaluate(*cases[n]), pycocotools_eval(*cases[n])) for n in caught)
 

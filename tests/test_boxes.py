@@ -100,3 +100,29 @@ def test_fpn_level_of_canonical_boxes():
     assert fpn_level(boxes).tolist() == [4, 3, 2, 3, 5]  # 4000 x 10 has the area of 200 x 200
     with pytest.raises(ValueError, match="k_min"):
         fpn_level(boxes, k_min=5, k_max=3)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_one_box_iou_formula_serves_box_iou_and_the_coco_evaluators(seed):
+    """box_iou (torch) and the evaluators' coco_box_iou (numpy, COCO xywh) are one formula:
+    on the same boxes the numbers agree to the last bit with torchvision and pycocotools."""
+    from course.cocoeval.common import box_overlap_iou, coco_box_iou
+
+    rng = np.random.default_rng(seed)
+    a, b = random_boxes(rng, 6), random_boxes(rng, 5)
+    b[0] = a[0]  # identical boxes: IoU exactly 1
+    b[1, 0] = b[1, 2]  # an empty box
+    crowd = rng.random(5) < 0.4
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    as_numpy = box_overlap_iou(a[:, None, :2], a[:, None, 2:], area_a[:, None],
+                               b[None, :, :2], b[None, :, 2:], area_b[None, :], crowd)
+    assert np.array_equal(box_iou(a, b, iscrowd=crowd).numpy(), as_numpy)  # torch == numpy
+    tv = torchvision.ops.box_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    ours = box_iou(a, b).numpy()
+    assert np.array_equal(ours[:, 2:], tv[:, 2:]) and ours[0, 0] == 1.0
+    d, g = xywh(a), xywh(b)
+    coco = coco_box_iou(d[:, None, :], g[None, :, :], crowd)  # [6, 5] by broadcasting
+    assert np.array_equal(coco, mask_utils.iou(d, g, crowd.astype(np.uint8)))
+    pairs = coco_box_iou(d[[0, 3, 5]], g[[1, 2, 4]], crowd[[1, 2, 4]])  # pairs, as the engine
+    assert np.array_equal(pairs, coco[[0, 3, 5], [1, 2, 4]])

@@ -149,3 +149,34 @@ def test_a_missing_file_names_its_argument(files, tmp_path, capsys):
     assert cli.main(["eval", "--gt", str(files["gt"]), "--results",
                      str(tmp_path / "no.json")]) == 2
     assert "--results" in capsys.readouterr().err
+
+
+def test_an_annotation_with_id_0_is_warned_about_and_shows_the_divergence(files, tmp_path,
+                                                                          capsys):
+    gt = json.loads(files["gt"].read_text())
+    assert all(ann["id"] != 0 for ann in gt["annotations"])  # what the course writes
+    assert cli.main(["eval", "--gt", str(files["gt"]), "--results", str(files["segm"])]) == 0
+    assert "id 0" not in capsys.readouterr().err
+    gt["annotations"][0]["id"] = 0
+    path = tmp_path / "zero.json"
+    path.write_text(json.dumps(gt))
+    assert cli.main(["eval", "--gt", str(path), "--results", str(files["segm"])]) == 0
+    captured = capsys.readouterr()
+    assert "1 annotation(s) with id 0" in captured.err and "pycocotools" in captured.err
+    # the ids are not used: the numbers are those of the file numbered from 1
+    assert captured.out == printed_by_pycocotools(files["gt"], files["segm"], "segm")
+
+
+@pytest.mark.parametrize("iou_type", ["segm", "bbox"])
+def test_eval_never_imports_torch(files, iou_type):
+    """eval is numpy only, so it starts as fast as a pycocotools script (importing torch takes
+    seconds): run it in a fresh interpreter and look at what was imported."""
+    code = ("import sys\nfrom course.cli import main\n"
+            f"status = main(['eval', '--gt', {str(files['gt'])!r}, '--results', "
+            f"{str(files[iou_type])!r}, '--iou-type', {iou_type!r}])\n"
+            "print('torch imported:', 'torch' in sys.modules, 'status:', status)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "torch imported: False status: 0"
+    assert done.stdout.startswith(" Average Precision  (AP) @[ IoU=0.50:0.95")

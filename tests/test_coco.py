@@ -1,5 +1,7 @@
 """course.coco: RLE and polygons exactly as pycocotools makes them; the json readers and writers."""
 
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -7,7 +9,9 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
+from course.ap import coco_evaluate
 from course.coco import (
     RLEMasks,
     counts_to_string,
@@ -62,6 +66,25 @@ def test_edge_masks_encode_as_pycocotools_does():
         assert rle_encode(masks) == coco_encode(masks)
     assert RLEMasks.from_dense(full).to_coco(compressed=False)[0]["counts"] == [0, 12]
     assert RLEMasks.from_dense(torch.zeros(0, 5, 6)).to_coco() == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_encoding_inside_bounding_boxes_equals_pycocotools_on_boxes_touching_the_edges(seed):
+    """from_dense finds runs inside each mask's bounding box: a run going on from the bottom of
+    one column into the top of the next, boxes on any edge, and the last pixel, as pycocotools."""
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(1, 12)), int(rng.integers(1, 12))
+    masks = np.zeros((6, h, w), bool)
+    for m in masks:
+        y0, x0 = int(rng.integers(0, h)), int(rng.integers(0, w))
+        y1, x1 = int(rng.integers(y0, h)) + 1, int(rng.integers(x0, w)) + 1
+        m[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) < rng.choice([0.5, 1.0])
+    masks[1, :, : w // 2 + 1] = True  # full columns: one run over several columns
+    masks[2, -1, :] = masks[2, 0, :] = True  # the bottom of a column meets the next one's top
+    masks[3] = rng.random((h, w)) < 0.5
+    masks[3, -1, -1] = True  # the last pixel set
+    assert rle_encode(masks) == coco_encode(masks)
+    assert np.array_equal(RLEMasks.from_dense(masks).to_dense(), masks)
 
 
 def test_boxes_are_the_tight_boxes_of_course_boxes():
@@ -120,7 +143,11 @@ def test_from_coco_reads_every_segmentation_kind():
     ({"size": [5, 4], "counts": [20]}, r"\['size'\] is \[5, 4\]"),
     ({"counts": [16]}, "without 'counts' and 'size'"),
     ({"size": [4, 4], "counts": 16}, "must be a string"),
-    ([[1, 2, 3, 4]], "at least 3 finite points"),
+    ([[1, 2, 3, 4]], r"holds 4 numbers; a polygon needs at least 3 points"),
+    ([[1, 2], [0, 0, 3, 0, 3, 3]], r"\[0\] holds 2 numbers"),
+    ([[]], r"\[0\] holds 0 numbers"),
+    ([[0, 0, 3, 0, 3, float("nan")]], "finite"),
+    ([[0, 0, 3, 0, 3, 3], [0, 0, 3, "a", 3, 3]], r"\[1\] must hold numbers"),
     ("mask", "must be an RLE dict or a list of polygons"),
 ])
 def test_malformed_segmentations_raise_naming_the_object(segmentation, message):
@@ -325,3 +352,144 @@ def test_files_with_polygons_ignore_flags_and_boxes_evaluate_as_pycocotools(iou_
     assert np.abs(ours.stats - evaluator.stats).max() <= 1e-12
     assert np.abs(ours.precision - evaluator.eval["precision"]).max() <= 1e-12
     assert np.abs(ours.recall - evaluator.eval["recall"]).max() <= 1e-12
+
+
+# --- polygons of fewer than 3 points, odd coordinates, impossible image sizes ----------------
+
+SQUARE = [1.0, 1.0, 8.0, 1.0, 8.0, 8.0, 1.0, 8.0]
+
+
+@pytest.mark.parametrize("later", [[2.0, 2.0, 5.0, 5.0], [3.0, 3.0], [], [2.0, 2.0, 5.0, 5.0, 6.0],
+                                   [2.0, 2.0, 9.5, 2.0, 9.5, 9.0, 2.0]])
+def test_a_later_polygon_of_few_points_or_odd_coordinates_is_rasterised_as_pycocotools(later):
+    parts = [SQUARE, later]
+    ours = polygons_to_counts(parts, 10, 11)
+    ref = mask_utils.merge(mask_utils.frPyObjects(parts, 10, 11))
+    decoded = RLEMasks.from_counts([ours], 10, 11).to_dense()[0]
+    assert np.array_equal(decoded, mask_utils.decode(ref).astype(bool))
+    assert int(decoded.sum()) == int(mask_utils.area(ref))
+    if len(later) < 6:
+        assert int(decoded.sum()) == 49  # the square alone: the short polygon adds nothing
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_polygon_of_two_points_covers_nothing_as_in_pycocotools(seed):
+    rng = np.random.default_rng(seed)
+    segment = rng.uniform(-3, 20, 5).tolist()  # 5 numbers: two points and an odd coordinate
+    ours = polygons_to_counts([segment], 16, 14)
+    ref = mask_utils.frPyObjects([segment], 16, 14)[0]
+    assert ours.tolist() == [16 * 14] and int(mask_utils.area(ref)) == 0
+
+
+def test_a_ground_truth_with_short_polygons_gives_pycocotools_masks_areas_and_ap(tmp_path):
+    polygons = [[SQUARE, [2.0, 2.0, 5.0, 5.0]], [[10.0, 1.0, 18.0, 1.0, 18.0, 9.0], [3.0, 3.0]],
+                [[1.0, 10.0, 9.0, 10.0, 9.0, 18.0, 1.0, 18.0, 5.0], []]]
+    data = {"images": [{"id": 1, "height": 20, "width": 20}],
+            "categories": [{"id": 1, "name": "thing"}],
+            "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                             "segmentation": seg, "area": 0.0, "bbox": [0, 0, 1, 1]}
+                            for i, seg in enumerate(polygons)]}
+    coco = COCO()
+    coco.dataset = json.loads(json.dumps(data))
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    for ann in data["annotations"]:  # areas as pycocotools computes them
+        ann["area"] = float(mask_utils.area(coco.annToRLE(coco.anns[ann["id"]])))
+    coco.dataset = json.loads(json.dumps(data))
+    truth = load_ground_truth(data)
+    masks = truth.images[0]["masks"].to_dense()
+    for j, ann in enumerate(data["annotations"]):
+        assert np.array_equal(masks[j], coco.annToMask(ann).astype(bool))
+        assert masks[j].sum() == ann["area"]
+    detections = np.stack([masks[0], masks[1] | masks[2], masks[2], masks[0] & ~masks[0]])
+    results = [{"image_id": 1, "category_id": 1, "score": score, "segmentation": seg}
+               for score, seg in zip([0.9, 0.8, 0.7, 0.6], RLEMasks.from_dense(detections)
+                                     .to_coco(), strict=True)]
+    predictions, _ = load_results(results, truth)
+    ours = coco_evaluate(truth.images, predictions, categories=list(truth.categories))
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(coco, coco.loadRes(json.loads(json.dumps(results))), "segm")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    assert np.array_equal(ours.stats, evaluator.stats)
+    assert np.array_equal(ours.precision, evaluator.eval["precision"])
+    assert 0 < ours.stats[0] < 1  # some detections match, some do not
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: polygons_to_counts([SQUARE], -4, 10), r"height must be a non-negative int"),
+    (lambda: polygons_to_counts([SQUARE], 10, 2.5), r"width must be a non-negative int"),
+    (lambda: polygons_to_counts([SQUARE], True, 10), r"height must be a non-negative int"),
+    (lambda: RLEMasks.from_counts([[6]], 2.0, 3), r"height must be a non-negative int"),
+    (lambda: RLEMasks.from_counts([[6]], 2, -3), r"width must be a non-negative int"),
+    (lambda: RLEMasks(-2, -3, np.array([6]), np.array([0, 1])), "height must be a non-negative"),
+    (lambda: RLEMasks.from_coco([{"size": [2, 3], "counts": [6]}], 2, 3.5), "width must be"),
+    (lambda: rle_decode([{"size": [-2, 3], "counts": [6]}]), r"rles\[0\]\['size'\]\[0\]"),
+    (lambda: rle_decode([{"size": [2, 1.5], "counts": [3]}]), r"rles\[0\]\['size'\]\[1\]"),
+    (lambda: ground_truth_to_coco([{"image_id": 1, "labels": [1], "bbox": [[0, 0, 1, 1]],
+                                    "height": -5, "width": 8}]),
+     r"ground_truth\[0\]\['height'\] must be a non-negative int"),
+    (lambda: ground_truth_to_coco([{"image_id": 1, "labels": [1], "bbox": [[0, 0, 1, 1]],
+                                    "height": 5, "width": 8.5}]),
+     r"ground_truth\[0\]\['width'\] must be a non-negative int"),
+    (lambda: load_ground_truth({"images": [{"id": 1, "height": -3, "width": 4}],
+                                "annotations": [], "categories": []}),
+     r"images\[0\]\['height'\] must be a non-negative int"),
+    (lambda: load_ground_truth({"images": [{"id": 1, "height": 3, "width": 4.5}],
+                                "annotations": [], "categories": []}),
+     r"images\[0\]\['width'\] must be a non-negative int"),
+])
+def test_impossible_image_sizes_are_refused_naming_the_argument(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_a_whole_float_image_size_in_a_file_is_read_as_an_int():
+    data = {"images": [{"id": 1, "height": 3.0, "width": 4}], "categories": [{"id": 1}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
+                             "segmentation": {"size": [3, 4], "counts": [2, 10]}}]}
+    truth = load_ground_truth(data)
+    assert truth.sizes == {1: (3, 4)} and truth.images[0]["area"].tolist() == [10.0]
+
+
+def test_from_dense_takes_tensors_and_arrays_and_refuses_non_binary_masks():
+    masks = torch.rand(3, 7, 5, generator=torch.Generator().manual_seed(0)) > 0.5
+    from_tensor = RLEMasks.from_dense(masks)
+    assert np.array_equal(from_tensor.to_dense(), masks.numpy())
+    assert np.array_equal(RLEMasks.from_dense(masks.numpy().astype(np.uint8)).counts,
+                          from_tensor.counts)
+    with pytest.raises(ValueError, match="must be binary"):
+        RLEMasks.from_dense(np.full((1, 2, 2), 0.5))
+    with pytest.raises(ValueError, match=r"shape \[N, H, W\].*mask\[None\]"):
+        RLEMasks.from_dense(np.zeros((2, 2), bool))
+    with pytest.raises(TypeError, match="torch.Tensor or numpy.ndarray"):
+        RLEMasks.from_dense([[[True]]])
+
+
+def test_an_annotation_with_id_0_is_counted_and_matched_where_pycocotools_misses_it():
+    square = [[0, 0, 2, 0, 2, 2, 0, 2]]
+    data = {"images": [{"id": 1, "height": 4, "width": 4}], "categories": [{"id": 1}],
+            "annotations": [{"id": 0, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                             "area": 4.0, "bbox": [0, 0, 2, 2], "segmentation": square}]}
+    truth = load_ground_truth(data)
+    assert truth.zero_ids == 1
+    renumbered = {**data, "annotations": [{**data["annotations"][0], "id": 1}]}
+    assert load_ground_truth(renumbered).zero_ids == 0
+    results = [{"image_id": 1, "category_id": 1, "score": 0.9,
+                "segmentation": RLEMasks.from_coco([square], 4, 4).to_coco()[0]}]
+    predictions, _ = load_results(results, truth)
+    ours = coco_evaluate(truth.images, predictions).stats[0]  # ids are not used
+    stats = {}
+    for name, gt in (("id 0", data), ("id 1", renumbered)):
+        coco = COCO()
+        coco.dataset = json.loads(json.dumps(gt))
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.createIndex()
+            evaluator = COCOeval(coco, coco.loadRes(json.loads(json.dumps(results))), "segm")
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+        stats[name] = evaluator.stats[0]
+    assert stats["id 0"] == 0.0 and stats["id 1"] > 0.99  # the divergence documented
+    assert ours == stats["id 1"]
