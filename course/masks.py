@@ -91,7 +91,14 @@ def mask_area(masks: MaskLike) -> Tensor:
 
 
 def intersection_counts(pred: MaskLike, gt: MaskLike) -> tuple[Tensor, Tensor, Tensor]:
-    """Pixel counts behind IoU and Dice, from one matrix product.
+    """Pixel counts behind IoU and Dice: ``|p & g|`` of every pair, and every area.
+
+    The definition is one matrix product of the flattened masks,
+    ``inter = P @ G.T`` with ``P [N, HW]`` and ``G [M, HW]`` (:func:`product_counts`); that
+    is what runs on a GPU. On the CPU most of that product is wasted on pairs that never
+    meet, so :func:`box_counts` skips them: it finds each mask's bounding box and counts
+    ``p & g`` only inside the overlap of the two boxes, for the pairs whose boxes overlap.
+    The counts are the same integers either way.
 
     Args:
         pred (Tensor[N, H, W]): predicted masks.
@@ -101,6 +108,15 @@ def intersection_counts(pred: MaskLike, gt: MaskLike) -> tuple[Tensor, Tensor, T
         ``(inter, pred_area, gt_area)``: ``Tensor[N, M]``, ``Tensor[N]``, ``Tensor[M]``, all int64.
     """
     pred, gt = _as_pair(pred, gt)
+    if pred.device.type == "cpu":
+        counts = box_counts(pred.numpy(), gt.numpy())
+        if counts is not None:
+            return counts
+    return product_counts(pred, gt)
+
+
+def product_counts(pred: Tensor, gt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`intersection_counts` as one matrix product (bool ``[N, H, W]``, ``[M, H, W]``)."""
     pixels = pred.shape[1] * pred.shape[2]
     # 0/1 products summed in floating point are exact integers below the mantissa limit.
     dtype = torch.float32 if pixels < _FLOAT32_EXACT else torch.float64
@@ -108,6 +124,66 @@ def intersection_counts(pred: MaskLike, gt: MaskLike) -> tuple[Tensor, Tensor, T
     g = gt.flatten(1).to(dtype)  # [M, HW]
     inter = (p @ g.T).round().to(torch.int64)  # [N, M]
     return inter, p.sum(1).round().to(torch.int64), g.sum(1).round().to(torch.int64)
+
+
+def box_counts(pred: np.ndarray, gt: np.ndarray) -> tuple[Tensor, Tensor, Tensor] | None:
+    """:func:`intersection_counts` pair by pair, inside the overlap of the two bounding boxes.
+
+    Args:
+        pred (ndarray[N, H, W]): bool masks.
+        gt (ndarray[M, H, W]): bool masks.
+
+    Returns:
+        ``(inter, pred_area, gt_area)``: Tensor[N, M], Tensor[N], Tensor[M], int64; or None
+        when the boxes overlap so much that the matrix product would be cheaper.
+    """
+    (py0, py1, px0, px1), pred_area = mask_boxes(pred)  # [N] each
+    (gy0, gy1, gx0, gx1), gt_area = mask_boxes(gt)  # [M] each
+    y0, y1 = np.maximum.outer(py0, gy0), np.minimum.outer(py1, gy1)  # [N, M] overlap of boxes
+    x0, x1 = np.maximum.outer(px0, gx0), np.minimum.outer(px1, gx1)  # [N, M]
+    rows, cols = np.nonzero((y0 < y1) & (x0 < x1))  # the pairs whose boxes overlap
+    window = [v[rows, cols] for v in (y0, y1, x0, x1)]  # [K] each
+    # Measured on a CPU: visiting a pair costs about as much as 25,000 multiply-adds of the
+    # product, and a pixel of its window about one.
+    work = 25_000 * len(rows) + int(((window[1] - window[0]) * (window[3] - window[2])).sum())
+    if work > pred.shape[1] * pred.shape[2] * len(pred) * len(gt):
+        return None
+    inter = np.zeros((len(pred), len(gt)), dtype=np.int64)  # [N, M]
+    for i, j, a, b, c, d in zip(rows.tolist(), cols.tolist(), *(v.tolist() for v in window),
+                                strict=True):
+        inter[i, j] = np.count_nonzero(pred[i, a:b, c:d] & gt[j, a:b, c:d])
+    return torch.from_numpy(inter), torch.from_numpy(pred_area), torch.from_numpy(gt_area)
+
+
+def mask_boxes(masks: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """Tight bounding box and area of each mask.
+
+    Args:
+        masks (ndarray[N, H, W]): bool masks.
+
+    Returns:
+        ``((y0, y1, x0, x1), area)``: the box as half-open pixel ranges ``[y0, y1)``,
+        ``[x0, x1)`` (all 0 for an empty mask) and the pixel count, ndarray[N] int64 each.
+    """
+    n, h, w = masks.shape
+    y0, y1, x0, x1, area = (np.zeros(n, dtype=np.int64) for _ in range(5))
+    if h == 0 or w == 0:
+        return (y0, y1, x0, x1), area
+    columns = masks.any(axis=1)  # [N, W] which columns each mask touches
+    present = np.flatnonzero(columns.any(axis=1))
+    x0[present] = columns[present].argmax(axis=1)
+    x1[present] = w - columns[present, ::-1].argmax(axis=1)
+    # Rows read 8 pixels at a time: a uint64 word is non-zero when one of its 8 bools is True.
+    words = masks.view(np.uint64) if w % 8 == 0 and masks.flags.c_contiguous else None
+    for i in present.tolist():
+        if words is not None:
+            band = words[i, :, x0[i] // 8:(x1[i] + 7) // 8]  # [H, words] the columns it touches
+        else:
+            band = masks[i, :, x0[i]:x1[i]]  # [H, x1 - x0]
+        touched = np.flatnonzero(band.any(axis=1))
+        y0[i], y1[i] = touched[0], touched[-1] + 1
+        area[i] = np.count_nonzero(masks[i, y0[i]:y1[i], x0[i]:x1[i]])
+    return (y0, y1, x0, x1), area
 
 
 def mask_iou(pred: MaskLike, gt: MaskLike, iscrowd: MaskLike | None = None) -> Tensor:

@@ -1,16 +1,10 @@
 """Panoptic Quality (PQ), exactly as panopticapi's ``pq_compute`` computes it.
 
-A panoptic segmentation gives every pixel at most one segment. The COCO panoptic encoding,
-used throughout this module:
-
-- an ``[H, W]`` integer map of segment ids, where ``void`` (0) means unlabelled; in the PNG
-  files the id of a pixel is ``R + 256 G + 256**2 B`` (:func:`rgb_to_id`, :func:`id_to_rgb`);
-- for each map, its segments ``{id: (category_id, iscrowd)}``; panopticapi's
-  ``segments_info`` list of dicts (``id``, ``category_id``, ``iscrowd``) is accepted too, and
-  so is ``{id: category_id}`` (not crowd).
-
-The other common encoding, a ``(category, instance)`` pair per pixel (torchmetrics,
-Cityscapes), converts with :func:`pairs_to_panoptic` and :func:`panoptic_to_pairs`.
+A panoptic segmentation gives every pixel at most one segment: an ``[H, W]`` map of segment
+ids (``void``, 0, where unlabelled) and, for each map, its segments ``{id: (category_id,
+iscrowd)}`` or panopticapi's ``segments_info`` list. How these are read, written as PNG
+colours and converted from the ``(category, instance)`` pair encoding is
+:mod:`course.panoptic_format`; its functions are importable from here too.
 
 Per image, :func:`pq_stats` counts, for each category, ``iou_sum``, ``tp``, ``fp`` and ``fn``:
 
@@ -48,6 +42,9 @@ Where torchmetrics' ``PanopticQuality`` differs (``rule="torchmetrics"`` reprodu
   unmatched ground-truth segment more than half predicted void is not a false negative;
 - it divides two int64 tensors, which gives float32, so its ``iou_sum`` differs from ours in
   about the seventh digit (the counts are the same).
+
+The per-image work is NumPy: for one image's maps, single-threaded NumPy is several times
+faster than torch's thread pool. Results are torch tensors.
 """
 
 from __future__ import annotations
@@ -61,116 +58,37 @@ import numpy as np
 import torch
 from torch import Tensor
 
-IdMap = Tensor | np.ndarray
-Segments = Mapping[int, Any] | Sequence[Mapping[str, Any]]
+from course.panoptic_format import (
+    IdMap,
+    Segments,
+    SegmentTable,
+    as_categories,
+    as_id_map,
+    as_segments,
+    check_void,
+    id_array,
+    id_to_rgb,
+    pairs_to_panoptic,
+    panoptic_to_pairs,
+    rgb_to_id,
+    segment_rows,
+    semantic_map,
+)
+
+__all__ = [
+    "RULES", "IdMap", "PQStats", "SegmentTable", "Segments", "as_id_map", "as_segments",
+    "classify_failures", "id_to_rgb", "overlap_counts", "pairs_to_panoptic", "panoptic_quality",
+    "panoptic_to_pairs", "pq_from_counts", "pq_stats", "pq_stats_loop", "pq_table", "rgb_to_id",
+    "semantic_map",
+]
 
 RULES = ("panopticapi", "torchmetrics")
+_INT64_MAX = np.iinfo(np.int64).max
 
 
 # ---------------------------------------------------------------------------------------------
-# Inputs
+# The pixel counts of every pair of segments
 # ---------------------------------------------------------------------------------------------
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int | np.integer) and not isinstance(x, bool | np.bool_)
-
-
-def as_id_map(ids: IdMap, name: str = "ids") -> Tensor:
-    """Validate an ``[H, W]`` map of non-negative integer segment ids; return it as int64.
-
-    Raises:
-        TypeError: if ``ids`` is not a tensor or an array of integers.
-        ValueError: if it is not 2-D or holds a negative id.
-    """
-    if isinstance(ids, np.ndarray):
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"{name} must hold integer segment ids, got dtype {ids.dtype}")
-        if ids.dtype.kind == "u" and ids.size and int(ids.max()) > np.iinfo(np.int64).max:
-            raise ValueError(f"{name} holds ids beyond int64")
-        ids = torch.from_numpy(ids.astype(np.int64))
-    if not isinstance(ids, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(ids).__name__}")
-    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer segment ids, got dtype {ids.dtype}")
-    if ids.ndim != 2:
-        raise ValueError(f"{name} must have shape [H, W], got {list(ids.shape)}")
-    ids = ids.detach().to("cpu", torch.int64)
-    lowest = int(ids.numpy().min()) if ids.numel() else 0  # NumPy: no threads to wait for
-    if lowest < 0:
-        raise ValueError(f"{name} holds the negative id {lowest}; segment ids are >= 0")
-    return ids
-
-
-@dataclass(frozen=True)
-class SegmentTable:
-    """The segments of one map, sorted by id.
-
-    Attributes:
-        ids (Tensor[S]): int64 segment ids, ascending, none of them void.
-        categories (Tensor[S]): int64 category id of each segment.
-        crowd (Tensor[S]): bool crowd flag of each segment.
-        listed (Tensor[S]): int64 position of each segment in the list it was read from
-            (panopticapi's crowd rule depends on that order).
-    """
-
-    ids: Tensor
-    categories: Tensor
-    crowd: Tensor
-    listed: Tensor
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def as_segments(segments: Segments, name: str = "segments", void: int = 0) -> SegmentTable:
-    """Read ``{id: (category_id, iscrowd)}``, ``{id: category_id}`` or a ``segments_info`` list.
-
-    Raises:
-        TypeError: on a wrong container or a non-integer id / category.
-        ValueError: on a repeated id, a negative id, or the void id used as a segment.
-    """
-    if isinstance(segments, Mapping):
-        rows = []
-        for sid, value in segments.items():
-            if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
-                rows.append((sid, value[0], value[1]))
-            else:
-                rows.append((sid, value, False))
-    elif isinstance(segments, Sequence) and not isinstance(segments, str):
-        rows = []
-        for i, info in enumerate(segments):
-            if not isinstance(info, Mapping) or "id" not in info or "category_id" not in info:
-                raise TypeError(f"{name}[{i}] must be a dict with 'id' and 'category_id' "
-                                "(panopticapi's segments_info)")
-            rows.append((info["id"], info["category_id"], info.get("iscrowd", 0)))
-    else:
-        raise TypeError(f"{name} must be a dict {{id: (category_id, iscrowd)}} or a list of "
-                        f"segments_info dicts, got {type(segments).__name__}")
-    for sid, cat, crowd in rows:
-        if not _is_int(sid) or not _is_int(cat):
-            raise TypeError(f"{name}: segment ids and category ids must be integers, "
-                            f"got id {sid!r} with category {cat!r}")
-        if crowd not in (0, 1):  # True and False compare equal to 1 and 0
-            raise ValueError(f"{name}: iscrowd of segment {sid} must be 0 or 1, got {crowd!r}")
-        if sid < 0:
-            raise ValueError(f"{name}: segment id {sid} is negative")
-        if sid == void:
-            raise ValueError(f"{name}: segment id {sid} is the void id; void is not a segment")
-    ids = torch.tensor([int(r[0]) for r in rows], dtype=torch.int64)
-    if len(torch.unique(ids)) != len(ids):
-        raise ValueError(f"{name}: a segment id is listed twice")
-    order = torch.argsort(ids)
-    return SegmentTable(ids[order], torch.tensor([int(r[1]) for r in rows],
-                                                 dtype=torch.int64)[order],
-                        torch.tensor([bool(r[2]) for r in rows], dtype=torch.bool)[order],
-                        order)
-
-
-def _check_void(void: int) -> int:
-    if not _is_int(void) or void < 0:
-        raise ValueError(f"void must be a non-negative integer id, got {void!r}")
-    return int(void)
 
 
 def _check_rule(rule: str) -> str:
@@ -179,43 +97,86 @@ def _check_rule(rule: str) -> str:
     return rule
 
 
-def _index_map(ids: Tensor, table: SegmentTable, void: int, name: str) -> np.ndarray:
-    """Pixel -> row of ``table`` plus one (0 for void), flattened: ndarray[H * W] int64.
-
-    A binary search of each pixel's id among the sorted segment ids (no sort of the pixels).
-    NumPy rather than torch: single-threaded, it is the faster of the two for this work.
-    """
-    flat = ids.numpy().ravel()  # [HW]
-    sorted_ids = table.ids.numpy()  # [S] ascending
-    if len(sorted_ids):
-        pos = np.minimum(np.searchsorted(sorted_ids, flat), len(sorted_ids) - 1)  # [HW]
-        known = sorted_ids[pos] == flat
-    else:
-        pos, known = np.zeros_like(flat), np.zeros(flat.shape, dtype=bool)
-    if not known.all():
-        unknown = flat[~known & (flat != void)]
-        if len(unknown):
-            raise ValueError(f"{name} holds segment id(s) {np.unique(unknown)[:5].tolist()} that "
-                             f"are not in {name.replace('ids', 'segments')}")
-    return np.where(known, pos + 1, 0)
-
-
-def _confusion(gt_ids: Tensor, gt: SegmentTable, pred_ids: Tensor, pred: SegmentTable,
-               void: int) -> Tensor:
-    """Pixel counts of every (ground truth, prediction) pair from one ``bincount``.
-
-    Returns:
-        Tensor[G + 1, P + 1] int64; row 0 is ground-truth void, column 0 predicted void, and
-        row ``i + 1`` / column ``j + 1`` are the segments in ascending id order.
-    """
+def _check_same_shape(gt_ids: np.ndarray, pred_ids: np.ndarray) -> None:
     if gt_ids.shape != pred_ids.shape:
         raise ValueError(f"gt_ids and pred_ids must have the same shape, got "
                          f"{list(gt_ids.shape)} and {list(pred_ids.shape)}")
-    g = _index_map(gt_ids, gt, void, "gt_ids")  # [HW] in 0..G
-    p = _index_map(pred_ids, pred, void, "pred_ids")  # [HW] in 0..P
-    cols = len(pred) + 1
-    counts = np.bincount(g * cols + p, minlength=(len(gt) + 1) * cols)  # pair (g, p) -> count
-    return torch.from_numpy(counts.astype(np.int64)).reshape(len(gt) + 1, cols)  # [G+1, P+1]
+
+
+def _pixel_pairs(gt_ids: np.ndarray, pred_ids: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every ``(ground-truth id, predicted id)`` found together on a pixel, with its count.
+
+    panopticapi packs each pixel's two ids into one integer and counts the distinct values
+    with ``np.unique``, a sort of every pixel. A panoptic map is made of regions, so along
+    the rows the pair changes only a few thousand times in a 512x512 image: here the pixels
+    are cut into runs of one pair first, and only the runs are packed, sorted and added up.
+
+    Returns:
+        ``(gt, pred, count)``: ndarray[T] int64 each, in ascending ``(gt, pred)`` order.
+    """
+    g, p = gt_ids.ravel(), pred_ids.ravel()  # [HW]
+    if not g.size:
+        return g[:0], p[:0], np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero((g[1:] != g[:-1]) | (p[1:] != p[:-1])) + 1  # where a run starts
+    starts = np.concatenate((np.zeros(1, dtype=starts.dtype), starts))  # [R]
+    lengths = np.empty_like(starts)  # [R]
+    lengths[:-1] = starts[1:] - starts[:-1]
+    lengths[-1] = len(g) - starts[-1]
+    run_g, run_p = g[starts], p[starts]  # [R] every id of a map appears at some run's start
+    g_top, p_top = int(run_g.max()), int(run_p.max())
+    if g_top * (p_top + 1) + p_top > _INT64_MAX:  # too large to pack: number the ids first
+        (g_values, run_g), (p_values, run_p) = (np.unique(r, return_inverse=True)
+                                                for r in (run_g, run_p))
+        g_top, p_top = len(g_values) - 1, len(p_values) - 1
+    else:
+        g_values = p_values = None
+    keys = run_g * (p_top + 1) + run_p  # [R] one key per (gt id, pred id)
+    order = np.argsort(keys)  # [R]
+    keys = keys[order]
+    first = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    first = np.concatenate((np.zeros(1, dtype=first.dtype), first))  # [T] first run of a key
+    count = np.add.reduceat(lengths[order], first)  # [T]
+    gt, pred = np.divmod(keys[first], p_top + 1)
+    if g_values is not None:
+        gt, pred = g_values[gt], p_values[pred]
+    return gt, pred, count
+
+
+@dataclass(frozen=True)
+class _Overlaps:
+    """The pixel counts :func:`pq_stats` reads, by row of the segment tables.
+
+    ``gt``, ``pred``, ``inter`` (ndarray[T]): the pairs of segments that share pixels and how
+    many; ``gt_area``, ``predicted_void`` (ndarray[G]); ``pred_area``, ``on_void`` (ndarray[P]):
+    each segment's pixels, and those on the other map's void.
+    """
+
+    gt: np.ndarray
+    pred: np.ndarray
+    inter: np.ndarray
+    gt_area: np.ndarray
+    predicted_void: np.ndarray
+    pred_area: np.ndarray
+    on_void: np.ndarray
+
+
+def _overlaps(gt_ids: np.ndarray, gt: SegmentTable, pred_ids: np.ndarray, pred: SegmentTable,
+              void: int) -> _Overlaps:
+    """Count the pixel pairs of the two maps and sort them by segment; checks every id."""
+    g_id, p_id, n = _pixel_pairs(gt_ids, pred_ids)  # [T']
+    g = segment_rows(g_id, gt, void, "gt_ids")  # [T'] row + 1, 0 for void
+    p = segment_rows(p_id, pred, void, "pred_ids")  # [T']
+
+    def pixels(rows: np.ndarray, where: np.ndarray | None, size: int) -> np.ndarray:
+        rows, weights = (rows, n) if where is None else (rows[where], n[where])
+        return np.bincount(rows, weights=weights, minlength=size)[1:].astype(np.int64)
+
+    on_gt_void, on_pred_void = g == 0, p == 0  # [T']
+    both = ~(on_gt_void | on_pred_void)
+    return _Overlaps(g[both] - 1, p[both] - 1, n[both],
+                     pixels(g, None, len(gt) + 1), pixels(g, on_pred_void, len(gt) + 1),
+                     pixels(p, None, len(pred) + 1), pixels(p, on_gt_void, len(pred) + 1))
 
 
 def overlap_counts(gt_ids: IdMap, pred_ids: IdMap, void: int = 0
@@ -233,16 +194,17 @@ def overlap_counts(gt_ids: IdMap, pred_ids: IdMap, void: int = 0
         int64 pixel counts, row 0 and column 0 being void. ``counts[1:, 1:]`` are the
         intersections; ``counts[1:].sum(1)`` the ground-truth areas.
     """
-    void = _check_void(void)
-    gt_ids, pred_ids = as_id_map(gt_ids, "gt_ids"), as_id_map(pred_ids, "pred_ids")
-    tables = []
-    for ids in (gt_ids, pred_ids):
-        present = torch.unique(ids)
-        present = present[present != void]
-        tables.append(SegmentTable(present, torch.zeros_like(present),
-                                   torch.zeros_like(present, dtype=torch.bool),
-                                   torch.arange(len(present))))
-    return tables[0].ids, tables[1].ids, _confusion(gt_ids, tables[0], pred_ids, tables[1], void)
+    void = check_void(void)
+    gt_ids, pred_ids = id_array(gt_ids, "gt_ids"), id_array(pred_ids, "pred_ids")
+    _check_same_shape(gt_ids, pred_ids)
+    g_id, p_id, n = _pixel_pairs(gt_ids, pred_ids)  # [T]
+    gt_present, pred_present = np.setdiff1d(g_id, [void]), np.setdiff1d(p_id, [void])  # [G], [P]
+    rows = np.where(g_id == void, 0, np.searchsorted(gt_present, g_id) + 1)  # [T]
+    cols = np.where(p_id == void, 0, np.searchsorted(pred_present, p_id) + 1)  # [T]
+    counts = np.zeros((len(gt_present) + 1, len(pred_present) + 1), dtype=np.int64)
+    counts[rows, cols] = n  # each pair once
+    return (torch.from_numpy(gt_present.astype(np.int64)),
+            torch.from_numpy(pred_present.astype(np.int64)), torch.from_numpy(counts))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,21 +260,20 @@ class PQStats:
 
 def _prepare(gt_ids: IdMap, gt_segments: Segments, pred_ids: IdMap, pred_segments: Segments,
              void: int, categories: Collection[int] | None, rule: str
-             ) -> tuple[Tensor, SegmentTable, Tensor, SegmentTable, Tensor]:
-    void, rule = _check_void(void), _check_rule(rule)
-    gt_ids, pred_ids = as_id_map(gt_ids, "gt_ids"), as_id_map(pred_ids, "pred_ids")
-    if gt_ids.shape != pred_ids.shape:
-        raise ValueError(f"gt_ids and pred_ids must have the same shape, got "
-                         f"{list(gt_ids.shape)} and {list(pred_ids.shape)}")
+             ) -> tuple[np.ndarray, SegmentTable, np.ndarray, SegmentTable, np.ndarray]:
+    void, rule = check_void(void), _check_rule(rule)
+    gt_ids, pred_ids = id_array(gt_ids, "gt_ids"), id_array(pred_ids, "pred_ids")
+    _check_same_shape(gt_ids, pred_ids)
     gt = as_segments(gt_segments, "gt_segments", void)
     pred = as_segments(pred_segments, "pred_segments", void)
-    cats = torch.unique(torch.cat([gt.categories, pred.categories]))  # [K]
+    cats = np.array(sorted({*gt.categories.tolist(), *pred.categories.tolist()}),
+                    dtype=np.int64)  # [K] every category of either list, ascending
     if categories is not None:
-        known = _as_categories(categories, "categories")
+        known = as_categories(categories, "categories")
         bad = sorted(set(cats.tolist()) - set(known))
         if bad:
             raise ValueError(f"unknown category id(s) {bad}: not in categories {sorted(known)}")
-        cats = torch.tensor(sorted(known), dtype=torch.int64)
+        cats = np.array(sorted(known), dtype=np.int64)
     return gt_ids, gt, pred_ids, pred, cats
 
 
@@ -321,9 +282,10 @@ def pq_stats(gt_ids: IdMap, gt_segments: Segments, pred_ids: IdMap, pred_segment
              rule: str = "panopticapi") -> PQStats:
     """Per-category ``iou_sum``, ``tp``, ``fp``, ``fn`` of one image (see the module docstring).
 
-    Vectorised: one ``bincount`` over the paired pixel ids gives every intersection, area and
-    void overlap; :func:`pq_stats_loop` is the same computation written as the definition reads.
-    For the ``(category, instance)`` pair encoding, convert first:
+    Vectorised: the pixel count of every pair of segments that meet, read off the maps at
+    once, gives every intersection, area and void overlap; :func:`pq_stats_loop` is the same
+    computation written as the definition reads. For the ``(category, instance)`` pair
+    encoding, convert first:
     ``pq_stats(*pairs_to_panoptic(gt, things, stuffs), *pairs_to_panoptic(pred, things, stuffs))``.
 
     Args:
@@ -345,68 +307,68 @@ def pq_stats(gt_ids: IdMap, gt_segments: Segments, pred_ids: IdMap, pred_segment
     """
     gt_ids, gt, pred_ids, pred, cats = _prepare(gt_ids, gt_segments, pred_ids, pred_segments,
                                                 void, categories, rule)
-    counts = _confusion(gt_ids, gt, pred_ids, pred, void)  # [G + 1, P + 1]
-    inter = counts[1:, 1:]  # [G, P]
-    gt_area, pred_area = counts[1:].sum(1), counts[:, 1:].sum(0)  # [G], [P]
-    on_void, predicted_void = counts[0, 1:], counts[1:, 0]  # [P], [G]
-    _check_predictions_present(pred_area, pred)
+    o = _overlaps(gt_ids, gt, pred_ids, pred, void)
+    _check_predictions_present(o.pred_area, pred)
     panopticapi = rule == "panopticapi"
+    g, p, inter = o.gt, o.pred, o.inter  # [T] the pairs of segments that share pixels
 
-    union = pred_area[None, :] + gt_area[:, None] - inter - on_void[None, :]  # [G, P]
-    can_match = gt.categories[:, None] == pred.categories[None, :]  # [G, P]
+    union = o.pred_area[p] + o.gt_area[g] - inter - o.on_void[p]  # [T]
+    can_match = gt.categories[g] == pred.categories[p]  # [T]
     if panopticapi:
-        can_match &= ~gt.crowd[:, None]
+        can_match &= ~gt.crowd[g]
     else:
-        union = union - predicted_void[:, None]
-    # IoU > 1/2 tested in integers; at most one partner per row and per column (chapter 04).
-    matched = can_match & (2 * inter > union)  # [G, P]
-    g_idx, p_idx = matched.nonzero(as_tuple=True)  # [T], [T]
-    ious = inter[g_idx, p_idx].double() / union[g_idx, p_idx].double()  # [T]
+        union = union - o.predicted_void[g]
+    # IoU > 1/2 tested in integers; at most one partner per segment (chapter 04).
+    matched = can_match & (2 * inter > union)  # [T]
+    g_hit, p_hit = g[matched], p[matched]  # [M]
+    ious = inter[matched] / union[matched]  # [M] float64
 
-    gt_cat = torch.searchsorted(cats, gt.categories)  # [G] row of each segment's category
-    pred_cat = torch.searchsorted(cats, pred.categories)  # [P]
-    unmatched_gt, unmatched_pred = ~matched.any(1), ~matched.any(0)  # [G], [P]
+    gt_cat = np.searchsorted(cats, gt.categories)  # [G] row of each segment's category
+    pred_cat = np.searchsorted(cats, pred.categories)  # [P]
+    unmatched_gt, unmatched_pred = _unmatched(g_hit, len(gt)), _unmatched(p_hit, len(pred))
     if panopticapi:
         missed = unmatched_gt & ~gt.crowd
-        crowd_part = _crowd_overlap(inter, gt, pred, len(cats), gt_cat, pred_cat)  # [P]
-        ignored = 2 * (on_void + crowd_part) > pred_area  # [P] void and crowd together
+        crowd_part = _crowd_overlap(o, gt, pred, len(cats), gt_cat, pred_cat)  # [P]
+        ignored = 2 * (o.on_void + crowd_part) > o.pred_area  # [P] void and crowd together
     else:
-        missed = unmatched_gt & ~(2 * predicted_void > gt_area)
-        ignored = 2 * on_void > pred_area
+        missed = unmatched_gt & ~(2 * o.predicted_void > o.gt_area)
+        ignored = 2 * o.on_void > o.pred_area
     k = len(cats)
-    return PQStats(
-        cats,
-        torch.bincount(gt_cat[g_idx], weights=ious, minlength=k).to(torch.float64),
-        torch.bincount(gt_cat[g_idx], minlength=k),
-        torch.bincount(pred_cat[unmatched_pred & ~ignored], minlength=k),
-        torch.bincount(gt_cat[missed], minlength=k),
-    )
+    counts = (np.bincount(gt_cat[g_hit], weights=ious, minlength=k).astype(np.float64),
+              np.bincount(gt_cat[g_hit], minlength=k),
+              np.bincount(pred_cat[unmatched_pred & ~ignored], minlength=k),
+              np.bincount(gt_cat[missed], minlength=k))
+    return PQStats(torch.from_numpy(cats), *(torch.from_numpy(c) for c in counts))
 
 
-def _check_predictions_present(pred_area: Tensor, pred: SegmentTable) -> None:
+def _unmatched(hit: np.ndarray, size: int) -> np.ndarray:
+    out = np.ones(size, dtype=bool)
+    out[hit] = False
+    return out
+
+
+def _check_predictions_present(pred_area: np.ndarray, pred: SegmentTable) -> None:
     absent = pred.ids[pred_area == 0]
     if len(absent):
         raise ValueError(f"pred_segments lists segment id(s) {absent[:5].tolist()} that have no "
                          "pixels in pred_ids")
 
 
-def _crowd_overlap(inter: Tensor, gt: SegmentTable, pred: SegmentTable, k: int,
-                   gt_cat: Tensor, pred_cat: Tensor) -> Tensor:
-    """Pixels of each prediction on the crowd region of its own category: Tensor[P] int64.
+def _crowd_overlap(o: _Overlaps, gt: SegmentTable, pred: SegmentTable, k: int,
+                   gt_cat: np.ndarray, pred_cat: np.ndarray) -> np.ndarray:
+    """Pixels of each prediction on the crowd region of its own category: ndarray[P] int64.
 
     As in panopticapi, a category's crowd region is its *last* listed crowd segment.
     """
-    crowd_rows = gt.crowd.nonzero().flatten()  # [C]
+    crowd_rows = np.flatnonzero(gt.crowd)  # [C]
     if not len(crowd_rows):
-        return torch.zeros(len(pred), dtype=torch.int64)
-    last = torch.full((k,), -1, dtype=torch.int64)  # per category: the latest listed position
-    last = last.scatter_reduce(0, gt_cat[crowd_rows], gt.listed[crowd_rows], reduce="amax")
-    row_of = torch.empty_like(gt.listed)
-    row_of[gt.listed] = torch.arange(len(gt))  # listed position -> row
-    position = last[pred_cat]  # [P] listed position of the crowd region, -1 if none
-    region = row_of[position.clamp(min=0)]  # [P]
-    picked = inter[region, torch.arange(len(pred))]  # [P]
-    return torch.where(position >= 0, picked, 0)
+        return np.zeros(len(pred), dtype=np.int64)
+    region = np.full(k, -1, dtype=np.int64)  # per category: the row of its crowd region
+    for row in crowd_rows[np.argsort(gt.listed[crowd_rows])].tolist():  # in the listed order
+        region[gt_cat[row]] = row  # a later crowd segment replaces an earlier one
+    on_region = o.gt == region[pred_cat[o.pred]]  # [T] pairs of a prediction and its region
+    return np.bincount(o.pred[on_region], weights=o.inter[on_region],
+                       minlength=len(pred)).astype(np.int64)
 
 
 def pq_stats_loop(gt_ids: IdMap, gt_segments: Segments, pred_ids: IdMap,
@@ -416,19 +378,19 @@ def pq_stats_loop(gt_ids: IdMap, gt_segments: Segments, pred_ids: IdMap,
     """:func:`pq_stats` written as the definition reads, one segment pair at a time (slow)."""
     gt_ids, gt, pred_ids, pred, cats = _prepare(gt_ids, gt_segments, pred_ids, pred_segments,
                                                 void, categories, rule)
-    _confusion(gt_ids, gt, pred_ids, pred, void)  # the same input checks as the fast version
+    _overlaps(gt_ids, gt, pred_ids, pred, void)  # the same input checks as the fast version
     panopticapi = rule == "panopticapi"
     gt_void, pred_void = gt_ids == void, pred_ids == void
     gt_masks = [gt_ids == s for s in gt.ids.tolist()]
     pred_masks = [pred_ids == s for s in pred.ids.tolist()]
-    _check_predictions_present(torch.tensor([int(m.sum()) for m in pred_masks],
-                                            dtype=torch.int64), pred)
+    _check_predictions_present(np.array([int(m.sum()) for m in pred_masks], dtype=np.int64), pred)
     stats = {c: [0.0, 0, 0, 0] for c in cats.tolist()}  # iou_sum, tp, fp, fn
+    categories_of = gt.categories.tolist(), pred.categories.tolist()
 
     matched_gt, matched_pred = set(), set()
     for i, g in enumerate(gt_masks):
         for j, p in enumerate(pred_masks):
-            if gt.categories[i] != pred.categories[j] or (panopticapi and gt.crowd[i]):
+            if categories_of[0][i] != categories_of[1][j] or (panopticapi and gt.crowd[i]):
                 continue
             inter = int((g & p).sum())
             if inter == 0:
@@ -438,53 +400,55 @@ def pq_stats_loop(gt_ids: IdMap, gt_segments: Segments, pred_ids: IdMap,
                 union -= int((g & pred_void).sum())
             iou = inter / union
             if iou > 0.5:
-                stats[int(gt.categories[i])][0] += iou
-                stats[int(gt.categories[i])][1] += 1
+                stats[categories_of[0][i]][0] += iou
+                stats[categories_of[0][i]][1] += 1
                 matched_gt.add(i)
                 matched_pred.add(j)
+    crowd_region = _count_misses_loop(gt_masks, gt, matched_gt, pred_void, panopticapi, stats)
+    _count_false_positives_loop(pred_masks, pred, matched_pred, gt_void, crowd_region, stats)
+    rows = [stats[c] for c in cats.tolist()]
+    return PQStats(torch.from_numpy(cats), torch.tensor([r[0] for r in rows], dtype=torch.float64),
+                   *(torch.tensor([r[k] for r in rows], dtype=torch.int64) for k in (1, 2, 3)))
 
+
+def _count_misses_loop(gt_masks: list[np.ndarray], gt: SegmentTable, matched: set[int],
+                       pred_void: np.ndarray, panopticapi: bool,
+                       stats: dict[int, list]) -> dict[int, np.ndarray]:
+    """Add the false negatives to ``stats``; return each category's crowd region (a mask)."""
     crowd_region = {}  # category -> crowd mask; a later crowd segment replaces an earlier one
-    for i in torch.argsort(gt.listed).tolist():  # in the order they were listed
-        g = gt_masks[i]
-        if i in matched_gt:
+    for i in np.argsort(gt.listed).tolist():  # in the order they were listed
+        g, category = gt_masks[i], int(gt.categories[i])
+        if i in matched:
             continue
         if panopticapi and gt.crowd[i]:
-            crowd_region[int(gt.categories[i])] = g
+            crowd_region[category] = g
             continue
         if not panopticapi and int((g & pred_void).sum()) / max(int(g.sum()), 1) > 0.5:
             continue
-        stats[int(gt.categories[i])][3] += 1
+        stats[category][3] += 1
+    return crowd_region
 
+
+def _count_false_positives_loop(pred_masks: list[np.ndarray], pred: SegmentTable,
+                                matched: set[int], gt_void: np.ndarray,
+                                crowd_region: dict[int, np.ndarray],
+                                stats: dict[int, list]) -> None:
+    """Add the false positives to ``stats``: unmatched, and not mostly on void and crowd."""
     for j, p in enumerate(pred_masks):
-        if j in matched_pred:
+        if j in matched:
             continue
         category = int(pred.categories[j])
         covered = int((p & gt_void).sum())
-        if panopticapi and category in crowd_region:
+        if category in crowd_region:
             covered += int((p & crowd_region[category]).sum())
         if covered / int(p.sum()) > 0.5:
             continue
         stats[category][2] += 1
 
-    rows = [stats[c] for c in cats.tolist()]
-    return PQStats(cats, torch.tensor([r[0] for r in rows], dtype=torch.float64),
-                   *(torch.tensor([r[k] for r in rows], dtype=torch.int64) for k in (1, 2, 3)))
-
 
 # ---------------------------------------------------------------------------------------------
 # Over a data set
 # ---------------------------------------------------------------------------------------------
-
-
-def _as_categories(values: Collection[int], name: str) -> list[int]:
-    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
-        raise TypeError(f"{name} must be a collection of integer category ids")
-    values = list(values)
-    if not all(_is_int(v) for v in values):
-        raise TypeError(f"{name} must hold integer category ids, got {values}")
-    if len(set(values)) != len(values):
-        raise ValueError(f"{name} lists a category twice: {values}")
-    return [int(v) for v in values]
 
 
 def _class_quality(iou_sum: float, tp: int, fp: int, fn: int) -> tuple[float, float, float]:
@@ -553,28 +517,14 @@ def panoptic_quality(images: Iterable[PQStats | Sequence[Any]], things: Collecti
         ``c = {"pq", "sq", "rq", "tp", "fp", "fn"}``; a category with no segment anywhere
         has all zeros and is left out of the means.
     """
-    things, stuffs = _as_categories(things, "things"), _as_categories(stuffs, "stuffs")
+    things, stuffs = as_categories(things, "things"), as_categories(stuffs, "stuffs")
     shared = sorted(set(things) & set(stuffs))
     if shared:
         raise ValueError(f"things and stuffs share the categories {shared}")
     if not things and not stuffs:
         raise ValueError("things and stuffs are both empty")
     known = sorted(things + stuffs)
-    total = PQStats(torch.tensor(known, dtype=torch.int64),
-                    torch.zeros(len(known), dtype=torch.float64),
-                    *(torch.zeros(len(known), dtype=torch.int64) for _ in range(3)))
-    for i, image in enumerate(images):
-        if isinstance(image, PQStats):
-            bad = sorted(set(image.categories.tolist()) - set(known))
-            if bad:
-                raise ValueError(f"images[{i}] has unknown category id(s) {bad}")
-        elif isinstance(image, Sequence) and len(image) == 4:
-            image = pq_stats(*image, void=void, categories=known, rule=rule)
-        else:
-            raise TypeError(f"images[{i}] must be a PQStats or a tuple (gt_ids, gt_segments, "
-                            f"pred_ids, pred_segments), got {type(image).__name__}")
-        total = total + image
-    rows = total.as_dict()
+    rows = _summed_stats(images, known, rule, void).as_dict()
     per_class = {}
     for c in known:
         iou, tp, fp, fn = rows[c]
@@ -588,6 +538,28 @@ def panoptic_quality(images: Iterable[PQStats | Sequence[Any]], things: Collecti
     return result
 
 
+def _summed_stats(images: Iterable[PQStats | Sequence[Any]], known: list[int], rule: str,
+                  void: int) -> PQStats:
+    """The counts of every image added up, one row per category of ``known``."""
+    categories = np.array(known, dtype=np.int64)  # [K] ascending
+    iou_sum, counts = np.zeros(len(known)), np.zeros((3, len(known)), dtype=np.int64)
+    for i, image in enumerate(images):
+        if isinstance(image, PQStats):
+            bad = sorted(set(image.categories.tolist()) - set(known))
+            if bad:
+                raise ValueError(f"images[{i}] has unknown category id(s) {bad}")
+        elif isinstance(image, Sequence) and len(image) == 4:
+            image = pq_stats(*image, void=void, categories=known, rule=rule)
+        else:
+            raise TypeError(f"images[{i}] must be a PQStats or a tuple (gt_ids, gt_segments, "
+                            f"pred_ids, pred_segments), got {type(image).__name__}")
+        rows = np.searchsorted(categories, image.categories.numpy())  # [K'] distinct rows
+        iou_sum[rows] += image.iou_sum.numpy()
+        counts[:, rows] += np.stack([image.tp.numpy(), image.fp.numpy(), image.fn.numpy()])
+    return PQStats(torch.from_numpy(categories), torch.from_numpy(iou_sum),
+                   *(torch.from_numpy(c) for c in counts))
+
+
 def pq_table(result: Mapping[str, Any]) -> str:
     """panopticapi's summary table (PQ, SQ, RQ in percent, and N) as text."""
     lines = [f"{'':10s}| {'PQ':>5s}  {'SQ':>5s}  {'RQ':>5s} {'N':>5s}", "-" * 38]
@@ -596,155 +568,6 @@ def pq_table(result: Mapping[str, Any]) -> str:
         lines.append(f"{name:10s}| {100 * r['pq']:5.1f}  {100 * r['sq']:5.1f}  "
                      f"{100 * r['rq']:5.1f} {r['n']:5d}")
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# Encodings
-# ---------------------------------------------------------------------------------------------
-
-
-def rgb_to_id(rgb: Tensor | np.ndarray) -> Tensor:
-    """COCO panoptic PNG colours to segment ids: ``id = R + 256 G + 256**2 B``.
-
-    Args:
-        rgb (Tensor[H, W, 3]): uint8 colours (as read from the PNG).
-
-    Returns:
-        Tensor[H, W] int64.
-    """
-    rgb = torch.as_tensor(np.asarray(rgb) if isinstance(rgb, np.ndarray) else rgb)
-    if rgb.ndim != 3 or rgb.shape[-1] != 3:
-        raise ValueError(f"rgb must have shape [H, W, 3], got {list(rgb.shape)}")
-    if rgb.dtype != torch.uint8:
-        raise TypeError(f"rgb must be uint8 colours, got dtype {rgb.dtype}")
-    rgb = rgb.to(torch.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
-
-
-def id_to_rgb(ids: IdMap) -> Tensor:
-    """Segment ids to COCO panoptic PNG colours, the inverse of :func:`rgb_to_id`.
-
-    Args:
-        ids (Tensor[H, W]): ids in ``[0, 256**3)``.
-
-    Returns:
-        Tensor[H, W, 3] uint8.
-    """
-    ids = as_id_map(ids)
-    if ids.numel() and int(ids.max()) >= 256**3:
-        raise ValueError(f"ids must be below 256**3 to fit in RGB, found {int(ids.max())}")
-    return torch.stack([ids % 256, ids // 256 % 256, ids // 65536], dim=-1).to(torch.uint8)
-
-
-def pairs_to_panoptic(pairs: Tensor | np.ndarray | tuple[Tensor, Tensor], things: Collection[int],
-                      stuffs: Collection[int], *, void_category: int | None = None,
-                      crowd_instance: int | None = None
-                      ) -> tuple[Tensor, dict[int, tuple[int, bool]]]:
-    """The ``(category, instance)`` pair encoding to a segment-id map and its segments.
-
-    Each ``(category, instance)`` of a thing category is one segment; all pixels of a stuff
-    category are one segment whatever their instance id (as torchmetrics reads them); pixels of
-    ``void_category`` become void (id 0); thing pixels with instance ``crowd_instance`` form one
-    crowd segment per category. Segment ids are 1, 2, ... in ``(category, instance)`` order.
-
-    Args:
-        pairs (Tensor[H, W, 2]): category id and instance id of each pixel (torchmetrics'
-            layout), or the two maps as a tuple ``(categories [H, W], instances [H, W])``.
-        things, stuffs: the category ids of things and of stuff.
-        void_category (int, optional): the category of unlabelled pixels.
-        crowd_instance (int, optional): the instance id that marks crowd pixels of a thing.
-
-    Returns:
-        ``(ids, segments)``: Tensor[H, W] int64 and ``{id: (category_id, iscrowd)}``.
-    """
-    if isinstance(pairs, tuple | list) and len(pairs) == 2:
-        category_map, instance_map = (torch.as_tensor(m) for m in pairs)
-        if category_map.shape != instance_map.shape:
-            raise ValueError(f"the category and instance maps must have the same shape, got "
-                             f"{list(category_map.shape)} and {list(instance_map.shape)}")
-        pairs = torch.stack([category_map, instance_map], dim=-1)  # [H, W, 2]
-    pairs = torch.as_tensor(pairs)
-    if pairs.ndim != 3 or pairs.shape[-1] != 2:
-        raise ValueError(f"pairs must have shape [H, W, 2] (category, instance), "
-                         f"got {list(pairs.shape)}")
-    if pairs.is_floating_point() or pairs.dtype == torch.bool:
-        raise TypeError(f"pairs must hold integers, got dtype {pairs.dtype}")
-    things = _as_categories(things, "things")
-    stuffs = _as_categories(stuffs, "stuffs")
-    category, instance = pairs[..., 0].to(torch.int64), pairs[..., 1].to(torch.int64)  # [H, W]
-    if pairs.numel() and int(pairs.min()) < 0:
-        raise ValueError("pairs must hold non-negative category and instance ids")
-    is_thing = torch.isin(category, torch.tensor(things, dtype=torch.int64))
-    is_stuff = torch.isin(category, torch.tensor(stuffs, dtype=torch.int64))
-    is_void = category == (-1 if void_category is None else void_category)
-    unknown = ~(is_thing | is_stuff | is_void)
-    if bool(unknown.any()):
-        raise ValueError(f"pairs hold unknown category id(s) "
-                         f"{torch.unique(category[unknown])[:5].tolist()}")
-    instance = torch.where(is_stuff, 0, instance)
-    shift = int(instance.max()) + 1 if instance.numel() else 1
-    key = torch.where(is_void, -1, category * shift + instance)  # [H, W] one key per segment
-    keys, inverse = torch.unique(key, return_inverse=True)  # [S'], [H, W]
-    segments, new_id = {}, torch.zeros(len(keys), dtype=torch.int64)
-    next_id = 1
-    for k, value in enumerate(keys.tolist()):
-        if value < 0:
-            continue
-        cat, inst = divmod(value, shift)
-        segments[next_id] = (cat, cat in things and inst == crowd_instance)
-        new_id[k] = next_id
-        next_id += 1
-    return new_id[inverse], segments
-
-
-def semantic_map(ids: IdMap, segments: Segments, *, void_category: int = 0,
-                 void: int = 0) -> Tensor:
-    """The semantic segmentation a panoptic one implies: the category of every pixel.
-
-    Args:
-        ids (Tensor[H, W]): segment ids, ``void`` where unlabelled.
-        segments: ``{id: (category_id, iscrowd)}`` or a ``segments_info`` list.
-        void_category (int): what void pixels get.
-
-    Returns:
-        Tensor[H, W] int64.
-    """
-    void = _check_void(void)
-    ids = as_id_map(ids)
-    table = as_segments(segments, "segments", void)
-    rows = torch.from_numpy(_index_map(ids, table, void, "ids"))  # [HW] in 0..S
-    category = torch.cat([torch.tensor([void_category]), table.categories])  # [S + 1]
-    return category[rows].reshape(ids.shape)
-
-
-def panoptic_to_pairs(ids: IdMap, segments: Segments, *, void_category: int,
-                      crowd_instance: int | None = None, void: int = 0) -> Tensor:
-    """A segment-id map to the ``(category, instance)`` pair encoding.
-
-    Instances are numbered 1, 2, ... within each category in ascending id order; void pixels get
-    ``(void_category, 0)``; crowd segments get instance ``crowd_instance``, which must then be
-    given (the pair encoding has no crowd flag of its own).
-
-    Returns:
-        Tensor[H, W, 2] int64.
-    """
-    void = _check_void(void)
-    ids = as_id_map(ids)
-    table = as_segments(segments, "segments", void)
-    if bool(table.crowd.any()) and crowd_instance is None:
-        raise ValueError("segments include crowd; pass crowd_instance= to encode them")
-    rows = torch.from_numpy(_index_map(ids, table, void, "ids"))  # [HW] in 0..S
-    category = torch.cat([torch.tensor([void_category]), table.categories])  # [S + 1]
-    instance = torch.zeros(len(table) + 1, dtype=torch.int64)
-    seen: dict[int, int] = {}
-    for row in range(len(table)):  # ascending ids
-        cat = int(table.categories[row])
-        if table.crowd[row]:
-            instance[row + 1] = crowd_instance
-        else:
-            seen[cat] = seen.get(cat, 0) + 1
-            instance[row + 1] = seen[cat]
-    return torch.stack([category[rows], instance[rows]], dim=-1).reshape(*ids.shape, 2)
 
 
 # ---------------------------------------------------------------------------------------------

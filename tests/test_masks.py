@@ -5,12 +5,15 @@ from pycocotools import mask as mask_utils
 
 from course.masks import (
     as_masks,
+    box_counts,
     intersection_counts,
     mask_area,
+    mask_boxes,
     mask_dice,
     mask_dice_loop,
     mask_iou,
     mask_iou_loop,
+    product_counts,
 )
 
 
@@ -159,3 +162,56 @@ def test_inputs_are_not_modified():
     mask_iou(pred, gt)
     mask_dice(pred, gt)
     assert torch.equal(pred, before[0]) and torch.equal(gt, before[1])
+
+
+def blobs(rng, k, h, w, largest=None):
+    """``[k, h, w]`` rectangles of random size and place, some empty, some at the borders."""
+    masks = np.zeros((k, h, w), bool)
+    for m in masks:
+        if rng.random() < 0.1:
+            continue  # an empty mask
+        y0, x0 = rng.integers(0, h), rng.integers(0, w)
+        dy, dx = rng.integers(1, largest or h + 1), rng.integers(1, largest or w + 1)
+        m[y0:y0 + dy, x0:x0 + dx] = True
+        m &= rng.random((h, w)) < 0.8  # holes, so that a box is not the mask
+    return masks
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_box_counts_equal_the_matrix_product(seed):
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(150, 250, 2)
+    pred, gt = blobs(rng, 20, h, w, largest=60), blobs(rng, 15, h, w, largest=60)
+    expected = product_counts(torch.from_numpy(pred), torch.from_numpy(gt))
+    assert 0 < int((expected[0] > 0).sum()) < 100  # some pairs meet, most do not
+    counts = box_counts(pred, gt)
+    assert counts is not None  # small boxes: the pairs are visited one by one
+    for got, want in zip(counts, expected, strict=True):
+        assert torch.equal(got, want)
+    for got, want in zip(intersection_counts(pred, gt), expected, strict=True):
+        assert torch.equal(got, want)
+
+
+def test_boxes_that_all_overlap_fall_back_to_the_product():
+    rng = np.random.default_rng(0)
+    pred, gt = rng.random((30, 16, 16)) < 0.5, rng.random((20, 16, 16)) < 0.5
+    assert box_counts(pred, gt) is None  # every pair would be visited over the whole image
+    expected = product_counts(torch.from_numpy(pred), torch.from_numpy(gt))
+    for got, want in zip(intersection_counts(pred, gt), expected, strict=True):
+        assert torch.equal(got, want)
+
+
+def test_mask_boxes_are_tight_and_empty_masks_get_zeros():
+    rng = np.random.default_rng(1)
+    for w in (11, 24):  # 24: rows read 8 pixels at a time
+        masks = blobs(rng, 20, 13, w)
+        (y0, y1, x0, x1), area = mask_boxes(masks)
+        for m, a, b, c, d, n in zip(masks, y0, y1, x0, x1, area, strict=True):
+            assert n == m.sum()
+            if not m.any():
+                assert (a, b, c, d) == (0, 0, 0, 0)
+                continue
+            ys, xs = np.nonzero(m)
+            assert (a, b, c, d) == (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)
+    assert all(len(v) == 0 for v in mask_boxes(np.zeros((0, 4, 4), bool))[0])
+    assert mask_boxes(np.zeros((2, 0, 3), bool))[1].tolist() == [0, 0]

@@ -234,8 +234,8 @@ def _ignored_only_when_summed(images):
 
 
 def test_the_comparison_catches_void_and_crowd_compared_to_half_separately(tmp_path, load_mutant):
-    mutant = load_mutant(course.pq, "2 * (on_void + crowd_part) > pred_area",
-                         "(2 * on_void > pred_area) | (2 * crowd_part > pred_area)")
+    mutant = load_mutant(course.pq, "2 * (o.on_void + crowd_part) > o.pred_area",
+                         "(2 * o.on_void > o.pred_area) | (2 * crowd_part > o.pred_area)")
     # Built to expose it: a 10-pixel prediction, 4 pixels on void, 4 on a crowd of its class.
     gt = np.full((4, 10), 7, np.int64)
     gt[0, :4] = 0
@@ -261,8 +261,8 @@ def test_the_comparison_catches_void_and_crowd_compared_to_half_separately(tmp_p
 
 def test_the_comparison_catches_the_void_term_left_out_of_the_union(tmp_path, load_mutant):
     mutant = load_mutant(course.pq,
-                         "union = pred_area[None, :] + gt_area[:, None] - inter - on_void[None, :]",
-                         "union = pred_area[None, :] + gt_area[:, None] - inter")
+                         "union = o.pred_area[p] + o.gt_area[g] - inter - o.on_void[p]",
+                         "union = o.pred_area[p] + o.gt_area[g] - inter")
     with pytest.raises(AssertionError):
         assert_equals_reference(mutant, tmp_path, random_set(1))
 
@@ -290,6 +290,36 @@ def assert_same_stats(a: PQStats, b: PQStats):
 def test_vectorised_and_loop_versions_agree(seed, rule):
     for image in random_set(100 + seed, n=6):
         assert_same_stats(pq_stats(*image, rule=rule), pq_stats_loop(*image, rule=rule))
+
+
+def test_ids_too_large_to_pack_in_pairs_give_the_same_counts():
+    # ids near 2**40 in both maps: a (gt id, pred id) pair no longer fits in one int64 key
+    for gt_ids, gt_info, pred_ids, pred_info in random_set(70, n=3):
+        big = 2**40
+        moved = (np.where(gt_ids > 0, gt_ids + big, 0),
+                 [{**s, "id": s["id"] + big} for s in gt_info],
+                 np.where(pred_ids > 0, pred_ids + big, 0),
+                 [{**s, "id": s["id"] + big} for s in pred_info])
+        for rule in ("panopticapi", "torchmetrics"):
+            same = pq_stats(gt_ids, gt_info, pred_ids, pred_info, rule=rule)
+            assert_same_stats(pq_stats(*moved, rule=rule), same)
+            assert torch.equal(pq_stats(*moved, rule=rule).iou_sum, same.iou_sum)
+        _, _, small = overlap_counts(gt_ids, pred_ids)
+        assert torch.equal(overlap_counts(moved[0], moved[2])[2], small)
+
+
+@pytest.mark.parametrize("rule", ["panopticapi", "torchmetrics"])
+def test_void_may_be_any_id(rule):
+    for g, gi, p, pi in random_set(80, n=3):
+        # void becomes id 7, every segment id moves up by 10 so that 7 is free
+        moved = (np.where(g == 0, 7, g + 10), [{**s, "id": s["id"] + 10} for s in gi],
+                 np.where(p == 0, 7, p + 10), [{**s, "id": s["id"] + 10} for s in pi])
+        expected = pq_stats(g, gi, p, pi, rule=rule)
+        assert_same_stats(pq_stats(*moved, void=7, rule=rule), expected)
+        assert_same_stats(pq_stats_loop(*moved, void=7, rule=rule), expected)
+        gt_seg, _, counts = overlap_counts(moved[0], moved[2], void=7)
+        assert torch.equal(counts, overlap_counts(g, p)[2])
+        assert torch.equal(gt_seg, overlap_counts(g, p)[0] + 10)
 
 
 def test_a_segment_matches_at_most_one_partner():
