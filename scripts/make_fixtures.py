@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 
 from course import ap, boxes, data, fpn, losses, masks, matching, pq, roi_align
 from course.checks import Case, save_cases
@@ -144,6 +145,9 @@ def build_tp_fp_fn() -> list[Case]:
          np.array([[0.5, 0.1], [0.2, 0.75]]), [1, 1], [1, 1], 0.5),
         ("two predictions on one object", "each object can be matched once",
          np.array([[0.9], [0.8]]), [1, 1], [1], 0.5),
+        ("a valid pair displaced by an invalid one", "a pair below the threshold cannot "
+         "match, whatever the total IoU it would bring",
+         np.array([[0.55, 0.95], [0.45, 0.6]]), [1, 1], [1, 1], 0.5),
         ("a low threshold where the best pair is not the best matching",
          "match one-to-one to maximise total IoU (scipy.optimize.linear_sum_assignment)",
          np.array([[0.6, 0.4], [0.45, 0.0]]), [1, 1], [1, 1], 0.3),
@@ -161,8 +165,49 @@ def build_tp_fp_fn() -> list[Case]:
         r = matching.tp_fp_fn(iou, pl, gl, t)
         expected = {"tp": np.array(r.tp), "fp": np.array(r.fp), "fn": np.array(r.fn),
                     "num_pred": np.array(len(pl)), "num_gt": np.array(len(gl))}
+        faults = {"strict": matching.tp_fp_fn(iou, pl, gl, _just_above(t)).tp,
+                  "match_then_threshold": _tp_threshold_after_matching(iou, pl, gl, t),
+                  "across_classes": matching.tp_fp_fn(iou, 0 * pl, 0 * gl, t).tp}
+        expected |= {f"fault/{k}": np.array(v) for k, v in faults.items() if v != r.tp}
         cases.append(Case(name, hint, [iou, pl, gl, np.array(t)], expected))
     return cases
+
+
+def _just_above(threshold: float) -> float:
+    """The next float above ``threshold``: ``>=`` there is ``>`` at ``threshold``."""
+    return float(np.nextafter(threshold, np.inf))
+
+
+def _tp_threshold_after_matching(iou: np.ndarray, pred_labels: np.ndarray,
+                                 gt_labels: np.ndarray, threshold: float) -> int:
+    """A known wrong convention: match on the raw IoU, then drop the pairs below threshold."""
+    tp = 0
+    for c in set(pred_labels.tolist()) & set(gt_labels.tolist()):
+        sub = iou[pred_labels == c][:, gt_labels == c]
+        rows, cols = linear_sum_assignment(sub, maximize=True)
+        tp += int((sub[rows, cols] >= threshold).sum())
+    return tp
+
+
+def _greedy_wrong(iou: np.ndarray, scores: np.ndarray, threshold: float, *,
+                  keep_below: bool = False, first: bool = False) -> np.ndarray:
+    """Known wrong conventions of the greedy rule, as ``[K, 2]`` pairs: an object taken even
+    by a prediction below the threshold (``keep_below``), or the first free object at or above
+    the threshold instead of the best (``first``)."""
+    free, pairs = np.ones(iou.shape[1], bool), []
+    for d in np.argsort(-scores, kind="stable"):
+        candidates = np.flatnonzero(free & (iou[d] >= threshold))
+        if first:
+            g = int(candidates[0]) if len(candidates) else None
+        elif keep_below and free.any():
+            g = int(np.flatnonzero(free)[np.argmax(iou[d][free])])
+        else:
+            g = int(candidates[np.argmax(iou[d][candidates])]) if len(candidates) else None
+        if g is not None:
+            free[g] = False
+            if iou[d, g] >= threshold:
+                pairs.append((int(d), g))
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
 
 
 def build_greedy_match() -> list[Case]:
@@ -183,6 +228,8 @@ def build_greedy_match() -> list[Case]:
         ("no ground truth", "nothing to match: no pairs", np.zeros((2, 0)), [0.3, 0.9], 0.5),
         ("nothing reaches the threshold", "below the threshold nothing matches",
          np.array([[0.2, 0.4], [0.1, 0.3]]), [0.6, 0.7], 0.5),
+        ("the highest score overlaps too little", "a prediction below the threshold takes "
+         "nothing: the object stays free", np.array([[0.3], [0.8]]), [0.9, 0.5], 0.5),
     ]
     for seed, threshold in ((21, 0.5), (22, 0.3), (23, 0.7)):
         iou, _, _, scores = _scene_iou(seed)
@@ -192,7 +239,14 @@ def build_greedy_match() -> list[Case]:
     for name, hint, iou, scores, t in rows:
         iou, scores = np.asarray(iou, np.float64), np.asarray(scores, np.float64)
         pairs = matching.greedy_match(iou, scores, t).pairs.numpy()
-        cases.append(Case(name, hint, [iou, scores, np.array(t)], {"pairs": pairs}))
+        faults = {"strict": matching.greedy_match(iou, scores, _just_above(t)).pairs.numpy(),
+                  "index_order": matching.greedy_match(iou, 0 * scores, t).pairs.numpy(),
+                  "takes_below": _greedy_wrong(iou, scores, t, keep_below=True),
+                  "first_above": _greedy_wrong(iou, scores, t, first=True)}
+        right = {*map(tuple, pairs.tolist())}
+        expected = {"pairs": pairs} | {f"fault/{k}": v for k, v in faults.items()
+                                       if {*map(tuple, v.tolist())} != right}
+        cases.append(Case(name, hint, [iou, scores, np.array(t)], expected))
     return cases
 
 
@@ -211,8 +265,8 @@ def build_dice_loss() -> list[Case]:
     sizes = np.stack([_square_target(12, 12, 3, 4, 2), _disc(12, 12, 6, 6, 5)])
     g1 = _disc(9, 9, 4.5, 4.5, 3)[None]
     rows = [
-        ("three random masks (H != W)", "one loss per mask: 1 - (2 I + 1) / (S + 1), "
-         "p = sigmoid(logits)", rng.normal(0, 2, (3, 6, 7)), g3),
+        ("three random masks (H != W)", "one loss per mask, from the probabilities: "
+         "apply the sigmoid to the logits", rng.normal(0, 2, (3, 6, 7)), g3),
         ("a tiny and a large object in one batch", "sum over the pixels of each mask "
          "separately, not over the whole batch", rng.normal(0, 2, (2, 12, 12)), sizes),
         ("an empty target, confidently empty prediction", "with eps = 1 an empty prediction on "
@@ -251,13 +305,13 @@ def build_dice_grad_pixel() -> list[Case]:
     last = np.zeros_like(g)
     last[[10, -1]] = 1.0  # the last pixel is object, its neighbour is not
     rows = [
-        ("a pixel inside the object", "dL/dp_k = -(2 g_k (S + 1) - (2 I + 1)) / (S + 1)^2 with "
-         "I = sum p g, S = sum p + sum g", p, g, inside),
+        ("a pixel inside the object", "differentiate the loss (1 minus the coefficient), "
+         "through both the numerator and the denominator", p, g, inside),
         ("a pixel outside the object", "outside (g_k = 0) the gradient is positive: lower p_k",
          p, g, outside),
-        ("a background pixel far from a tiny object", "the gradient is non-local: it depends on "
-         "I and S, sums over every pixel", p_far, far, 255),
-        ("an empty target", "with no object, I = 0 and S = sum p", p, np.zeros_like(g), 10),
+        ("a background pixel far from a tiny object", "the gradient is not local: at every pixel "
+         "it depends on sums over the whole mask", p_far, far, 255),
+        ("an empty target", "with no object pixel at all", p, np.zeros_like(g), 10),
         ("a perfect hard prediction", "probabilities may be exactly 0 or 1 here", g.copy(), g,
          inside),
         ("every pixel is object", "g_k = 1 everywhere", p[:9], np.ones(9), 4),
@@ -317,15 +371,16 @@ def build_pick_weighting() -> list[Case]:
 def build_receptive_field() -> list[Case]:
     rows = [
         ("one 3x3 conv", "a k x k kernel sees k pixels", [(3, 1, 1)]),
-        ("two 3x3 convs", "each 3x3 layer adds 2 pixels at stride 1", [(3, 1, 1), (3, 1, 1)]),
+        ("two 3x3 convs", "at stride 1 every layer widens the field", [(3, 1, 1), (3, 1, 1)]),
         ("a strided conv, then a 3x3", "after a stride-2 layer each tap is 2 input pixels apart",
          [(3, 2, 1), (3, 1, 1)]),
         ("ResNet's stem", "7x7 stride 2, then a 3x3 max pool of stride 2",
          [(7, 2, 1), (3, 2, 1)]),
         ("a VGG-like stack", "strides multiply", [(3, 1, 1), (3, 1, 1), (2, 2, 1), (3, 1, 1),
                                                   (3, 1, 1), (2, 2, 1), (3, 1, 1)]),
-        ("one dilated conv", "a 3x3 kernel with dilation d spans 2 d + 1 pixels", [(3, 1, 2)]),
-        ("dilation rates 1, 2, 5", "add d (k - 1) times the current stride per layer",
+        ("one dilated conv", "dilation d leaves gaps between a kernel's taps", [(3, 1, 2)]),
+        ("dilation rates 1, 2, 5", "each layer widens the field by its own reach, measured "
+         "in input pixels",
          [(3, 1, 1), (3, 1, 2), (3, 1, 5)]),
         ("dilation after a stride", "dilation and stride both scale a layer's growth",
          [(3, 2, 1), (3, 1, 2), (3, 2, 1), (3, 1, 3)]),
@@ -347,12 +402,13 @@ def build_conv_output_size() -> list[Case]:
     rows = [
         ("'same' padding", "padding 1 keeps the size of a 3x3 conv at stride 1", (32, 3, 1, 1, 1)),
         ("stride 2", "divide by the stride, rounding down", (32, 3, 2, 1, 1)),
-        ("an odd size at stride 2", "floor((size + 2 p - span) / s) + 1", (33, 3, 2, 1, 1)),
+        ("an odd size at stride 2", "count the positions the kernel can take", (33, 3, 2, 1, 1)),
         ("dilation 2 with padding 2", "padding equal to the dilation keeps the size",
          (32, 3, 1, 2, 2)),
-        ("dilation 2, no padding", "a dilated 3x3 kernel spans 2 d + 1 pixels", (32, 3, 1, 0, 2)),
+        ("dilation 2, no padding", "a dilated kernel covers more input pixels than it has "
+         "taps", (32, 3, 1, 0, 2)),
         ("ResNet's first conv", "7x7, stride 2, padding 3", (64, 7, 2, 3, 1)),
-        ("a kernel that just fits", "span = d (k - 1) + 1 pixels", (7, 3, 1, 0, 3)),
+        ("a kernel that just fits", "the taps and the gaps between them must fit", (7, 3, 1, 0, 3)),
         ("a 1x1 conv of stride 3", "a 1x1 kernel spans one pixel", (10, 1, 3, 0, 1)),
         ("everything at once", "padding is added on both sides", (28, 5, 2, 4, 3)),
         ("more padding than dilation", "padding is added on both sides", (16, 3, 1, 4, 2)),
@@ -465,8 +521,8 @@ def build_pq_stats() -> list[Case]:
 
 def build_pq_from_counts() -> list[Case]:
     rows = [
-        ("one class", "PQ = iou_sum / (tp + fp / 2 + fn / 2), SQ = iou_sum / tp, "
-         "RQ = tp / (tp + fp / 2 + fn / 2)", [2.7], [3], [1], [2]),
+        ("one class", "PQ, SQ and RQ of one class's counts, as the chapter "
+         "defines them", [2.7], [3], [1], [2]),
         ("two classes", "average PQ, SQ and RQ over the classes, each on its own: the mean PQ is "
          "not the mean SQ times the mean RQ", [1.0, 0.6], [1, 1], [1, 0], [1, 0]),
         ("a class with no segments at all", "leave out classes with tp + fp + fn = 0",
@@ -526,12 +582,12 @@ def build_classify_failures() -> list[Case]:
 def build_min_resolvable_size() -> list[Case]:
     rows = [
         (1, 0.5, "even a one-pixel stride needs more than a one-pixel object"),
-        (4, 0.5, "the worst place for a square puts a grid corner at its centre"),
-        (8, 0.5, "more than half a cell: (d / 2)**2 > s**2 / 2"),
+        (4, 0.5, "find the placement where the square's best cell is covered least"),
+        (8, 0.5, "more than half a cell, wherever the square lies"),
         (16, 0.5, "proportional to the stride"),
         (32, 0.5, "proportional to the stride"),
         (7, 0.5, "an odd stride"),
-        (8, 0.25, "'more than' is strict: a side of exactly 2 s sqrt(c) is not enough"),
+        (8, 0.25, "'more than' is strict: covering exactly the fraction is not enough"),
         (16, 0.9, "a stricter coverage"),
         (3, 0.75, "a stricter coverage, a small stride"),
     ]
@@ -601,7 +657,7 @@ def build_roi_align_weights() -> list[Case]:
          4.0, 1.0, 2, 2, 5),
         ("a box larger than the map", "samples outside [-1, H] count in the mean with no weight",
          -3.0, 2.5, 2, 4, 6),
-        ("no samples", "a grid of 0 gives rows of zeros (divide by max(grid, 1))", 1.0, 1.5, 0,
+        ("no samples", "a grid of 0 samples gives rows of zeros", 1.0, 1.5, 0,
          3, 6),
         ("a zero-size bin", "all the samples of a bin of size 0 sit on the same point", 2.3, 0.0,
          2, 2, 6),
@@ -671,7 +727,7 @@ def build_multiscale_roi_align() -> list[Case]:
 def build_precision_recall() -> list[Case]:
     rng = _rng(30)
     rows = [
-        ("hits and misses", "precision after k detections is TP_k / k",
+        ("hits and misses", "precision counts the hits among the detections so far",
          [True, False, True, True, False, False, True, False], 6),
         ("every detection a hit", "all hits: precision stays 1, recall climbs to 1",
          [True] * 5, 5),
@@ -764,9 +820,11 @@ def build_grid_anchors() -> list[Case]:
              ("three ratios on a 2 x 3 map", "rows: position by position (row, then column), "
               "then ratio by ratio; ratio = height / width, area = size**2", 32.0,
               [0.5, 1.0, 2.0], 8, 2, 3),
-             ("stride 16, a 4 x 2 map", "cell (i, j) is centred at ((j + 0.5) s, (i + 0.5) s)",
+             ("stride 16, a 4 x 2 map", "an anchor sits at the centre of its cell, not at its "
+              "corner",
               64.0, [1.0, 2.0], 16, 4, 2),
-             ("wide and tall ratios", "w = size / sqrt(ratio), h = size * sqrt(ratio)", 24.0,
+             ("wide and tall ratios", "ratio is height / width, and every ratio keeps the area "
+              "of a square of side size", 24.0,
               [0.25, 4.0], 4, 3, 3)]
     cases = []
     for name, hint, size, ratios, stride, h, w in specs:
@@ -815,7 +873,7 @@ def build_decode_boxes() -> list[Case]:
              "centre shift", rng.normal(size=(6, 4)) * 0.5, (1.0, 1.0, 1.0, 1.0)),
             ("random offsets, weights (10, 10, 5, 5)", "divide each offset by its weight first",
              rng.normal(size=(6, 4)) * 3, (10.0, 10.0, 5.0, 5.0)),
-            ("very large dw, dh", "clamp dw / ww and dh / wh at log(1000 / 16) before exp",
+            ("very large dw, dh", "clamp before the exponential, after dividing by the weights",
              huge, (1.0, 1.0, 1.0, 1.0))]:
         value = decode_boxes(torch.from_numpy(deltas), torch.from_numpy(ref), weights).numpy()
         cases.append(Case(name, hint, [deltas, ref, np.array(weights)], {"value": value}))

@@ -3,6 +3,8 @@ only calls the library. The stored fixtures are what the fixture script makes to
 
 import importlib.util
 import math
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -305,6 +307,31 @@ def counts_not_one_to_one(iou, pred_labels, gt_labels, threshold):
     same = pred_labels[:, None] == gt_labels[None, :]
     tp = int(((iou >= threshold) & same).any(1).sum())
     return tp, len(pred_labels) - tp, max(len(gt_labels) - tp, 0)
+
+
+def counts_threshold_after_matching(iou, pred_labels, gt_labels, threshold):
+    tp = 0  # the Hungarian algorithm on the raw IoU, thresholded afterwards
+    for c in set(pred_labels.tolist()) & set(gt_labels.tolist()):
+        sub = iou[pred_labels == c][:, gt_labels == c]
+        rows, cols = linear_sum_assignment(sub.numpy(), maximize=True)
+        tp += int((sub[rows, cols] >= threshold).sum())
+    return tp, len(pred_labels) - tp, len(gt_labels) - tp
+
+
+def greedy_strict(iou, scores, threshold):
+    return greedy_ok(iou, scores, math.nextafter(threshold, math.inf))
+
+
+def greedy_takes_below(iou, scores, threshold):  # the best free object is taken, then checked
+    taken, pairs = set(), []
+    for d in sorted(range(len(scores)), key=lambda i: -scores[i]):
+        free = [g for g in range(iou.shape[1]) if g not in taken]
+        if free:
+            g = max(free, key=lambda g: iou[d, g])
+            taken.add(g)
+            if iou[d, g] >= threshold:
+                pairs.append((d, g))
+    return pairs
 
 
 def greedy_index_order(iou, scores, threshold):
@@ -860,10 +887,12 @@ CHECKERS = {
                   [lambda a, b: course.masks.mask_dice(a, b),
                    lambda a, b: 2 * iou_via_module(a, b) / (1 + iou_via_module(a, b))]),
     "tp_fp_fn": (checks.check_tp_fp_fn, counts_ok,
-                 [counts_ignoring_class, counts_strict, counts_not_one_to_one],
+                 [counts_ignoring_class, counts_strict, counts_not_one_to_one,
+                  counts_threshold_after_matching],
                  [counts_via_library, counts_via_hungarian]),
     "greedy_match": (checks.check_greedy_match, greedy_ok,
-                     [greedy_index_order, greedy_first_above, greedy_reuses],
+                     [greedy_index_order, greedy_first_above, greedy_reuses, greedy_strict,
+                      greedy_takes_below],
                      [greedy_via_library]),
     # chapter 06
     "dice_loss": (checks.check_dice_loss, dice_loss_ok,
@@ -1047,3 +1076,307 @@ def test_fixtures_are_what_the_script_makes_today():
                             f.args + list(f.expected.values())):
                 x, y = np.asarray(x), np.asarray(y)
                 assert x.dtype == y.dtype and np.array_equal(x, y), f"{name}: {s.name}"
+
+
+# --- conventions: each wrong one is named, with a hint about the right property ------------
+
+
+@pytest.mark.parametrize("checker, wrong, detected, hint", [
+    (checks.check_tp_fp_fn, counts_threshold_after_matching, "threshold is applied afterwards",
+     "a pair below the threshold cannot match, so it must not take part in the assignment"),
+    (checks.check_tp_fp_fn, counts_strict, "IoU exactly at the threshold was not matched",
+     "a pair whose IoU equals the threshold is a match"),
+    (checks.check_tp_fp_fn, counts_ignoring_class, "objects of other classes",
+     "a prediction matches only objects of its own class"),
+    (checks.check_greedy_match, greedy_strict, "IoU exactly at the threshold is missing",
+     "a pair whose IoU equals the threshold is a match"),
+    (checks.check_greedy_match, greedy_index_order, "visiting the predictions in row order",
+     "visit the predictions by descending score"),
+    (checks.check_greedy_match, greedy_takes_below, "stayed taken by a prediction that did not",
+     "an object stays free unless a prediction matches it"),
+    (checks.check_greedy_match, greedy_first_above, "took the first free object",
+     "take the free object with the highest IoU"),
+])
+def test_a_wrong_convention_is_named_with_its_own_hint(checker, wrong, detected, hint):
+    with pytest.raises(AssertionError) as info:
+        checker(wrong)
+    message = str(info.value)
+    assert detected in message and f"Hint: {hint}" in message
+
+
+def test_the_hungarian_on_raw_iou_fails_where_the_library_finds_two_matches():
+    iou, labels = torch.tensor([[0.5, 0.95], [0.49, 0.5]], dtype=torch.float64), torch.ones(2)
+    assert counts_threshold_after_matching(iou, labels, labels, 0.5)[0] == 1
+    assert matching.tp_fp_fn(iou, labels, labels, 0.5).tp == 2 == counts_ok(iou, labels,
+                                                                              labels, 0.5)[0]
+
+
+# --- a hint belongs to the fault detected, not to the case where it showed ------------------
+
+
+def _message(checker, fn):
+    with pytest.raises(AssertionError) as info:
+        checker(fn)
+    return str(info.value)
+
+
+def test_a_wrong_dtype_gets_the_dtype_hint_not_the_case_hint():
+    message = _message(checks.check_mask_iou, lambda a, b: iou_ok(a, b).float())
+    first = message.split("\n")[1]
+    assert "case 1 " in first and "returned dtype torch.float32" in first
+    assert "Hint: divide integer counts in float64" in first
+    assert "rows are the first argument" not in message  # case 1's own hint
+
+
+def test_a_nan_on_empty_masks_points_to_empty_masks():
+    message = _message(checks.check_mask_iou, iou_nan_on_empty)
+    assert "contains NaN. Hint: check the case of empty masks" in message
+
+
+def test_a_transposed_answer_is_called_transposed():
+    message = _message(checks.check_mask_iou, iou_transposed)
+    assert "the transpose of the expected" in message
+    assert "Hint: rows follow the first argument, columns the second" in message
+
+
+def test_a_missing_return_is_named():
+    message = _message(checks.check_mask_iou, lambda a, b: None)
+    assert "returned a NoneType" in message and "return statement" in message
+
+
+def test_counts_that_wrap_around_are_named():
+    message = _message(checks.check_mask_area, area_uint8)
+    assert "wrapped around at 256" in message and "Hint: an integer type of 8 bits" in message
+
+
+def test_a_wrong_value_gets_the_case_hint():
+    def wrong_on_ratios(a, b):  # right everywhere but on the 7 / 10 case, by a lot
+        out = iou_ok(a, b)
+        return out / 2 if a.shape[1:] == (3, 10) and int(a.sum()) == 10 else out
+
+    message = _message(checks.check_mask_iou, wrong_on_ratios)
+    assert "a ratio of exactly 7 / 10" in message and "1 of 1 entries are wrong" in message
+    assert "Hint: count pixels as integers and divide once in float64" in message
+
+
+def test_hints_never_state_an_answer_formula():
+    hints = [case.hint for exercise in checks._COURSE_FUNCTIONS
+             for case in checks.load_cases(exercise)]
+    texts = hints + [(ROOT / "course" / "checks.py").read_text()]
+    for formula in ("(2 I + 1) / (S + 1)", "dL/dp_k", "floor((size", "d (k - 1) + 1", "2 d + 1",
+                    "d (k - 1) times", "PQ = iou_sum", "(d / 2)**2", "2 s sqrt(c)", "TP_k / k",
+                    "(j + 0.5) s", "size / sqrt(ratio)", "max(count, 1)", "product of the"):
+        assert not any(formula in text for text in texts), formula
+
+
+# --- other libraries' implementations are switched off during a check ------------------------
+
+
+def iou_via_pycocotools(a, b):
+    import pycocotools.mask as coco_mask  # imported before the check too: it must not matter
+
+    def rle(m):
+        return coco_mask.encode(np.asfortranarray(m.bool().permute(1, 2, 0).numpy()
+                                                  .astype(np.uint8)))
+
+    ious = coco_mask.iou(rle(a), rle(b), [0] * len(b)) if len(a) and len(b) else []
+    return torch.as_tensor(np.asarray(ious, dtype=np.float64).reshape(len(a), len(b)))
+
+
+def bilinear_via_torchvision(feature, y, x):
+    import torchvision
+
+    f = feature.reshape(-1, *feature.shape[-2:])[None]  # [1, C, H, W]
+    box = torch.tensor([[0, x + 0.5, y + 0.5, x + 0.5, y + 0.5]], dtype=f.dtype)
+    return torchvision.ops.roi_align(f, box, 1, 1.0, 1, True)[0, :, 0, 0].reshape(
+        feature.shape[:-2])
+
+
+def out_size_via_conv2d(size, kernel, stride, padding, dilation):
+    conv = torch.nn.Conv2d(1, 1, kernel, stride, padding, dilation)
+    return conv(torch.zeros(1, 1, size, size)).shape[-1]
+
+
+def out_size_via_functional(size, kernel, stride, padding, dilation):
+    weight = torch.zeros(1, 1, kernel, kernel)
+    return torch.nn.functional.conv2d(torch.zeros(1, 1, size, size), weight, None, stride,
+                                      padding, dilation).shape[-1]
+
+
+def out_size_via_torch_conv2d(size, kernel, stride, padding, dilation):
+    weight = torch.zeros(1, 1, kernel, kernel)
+    return torch.conv2d(torch.zeros(1, 1, size, size), weight, None, stride, padding,
+                        dilation).shape[-1]
+
+
+def bilinear_via_compiled_kernel(feature, y, x):
+    f = feature.reshape(-1, *feature.shape[-2:])[None]  # [1, C, H, W]
+    box = torch.tensor([[0, x + 0.5, y + 0.5, x + 0.5, y + 0.5]], dtype=f.dtype)
+    return torch.ops.torchvision.roi_align(f, box, 1.0, 1, 1, 1, True)[0, :, 0, 0].reshape(
+        feature.shape[:-2])
+
+
+def greedy_via_scipy(iou, scores, threshold):
+    rows, cols = linear_sum_assignment(iou.numpy(), maximize=True)
+    return [(int(r), int(c)) for r, c in zip(rows, cols) if iou[r, c] >= threshold]
+
+
+def boxes_via_torchvision_import(a, b):
+    from torchvision.ops import masks_to_boxes
+
+    return masks_to_boxes(a)
+
+
+def iou_swallowing_the_block(a, b):
+    try:
+        import pycocotools.mask  # noqa: F401
+    except BaseException:  # hides everything, even the checker's signal
+        pass
+    return iou_ok(a, b)
+
+
+OTHER_LIBRARIES = [
+    (checks.check_mask_iou, iou_via_pycocotools, "pycocotools"),
+    (checks.check_mask_iou, boxes_via_torchvision_import, "torchvision.ops"),
+    (checks.check_mask_iou, iou_swallowing_the_block, "pycocotools"),
+    (checks.check_bilinear_interpolate, bilinear_via_torchvision, "torchvision.ops.roi_align"),
+    (checks.check_bilinear_interpolate, bilinear_via_compiled_kernel,
+     "torch.ops.torchvision.roi_align"),
+    (checks.check_conv_output_size, out_size_via_conv2d, "torch.nn.Conv2d"),
+    (checks.check_conv_output_size, out_size_via_functional, "conv2d"),
+    (checks.check_conv_output_size, out_size_via_torch_conv2d, "conv2d"),
+    (checks.check_greedy_match, greedy_via_scipy, "linear_sum_assignment"),
+]
+
+
+@pytest.mark.parametrize("checker, cheat, name", OTHER_LIBRARIES)
+def test_checker_fails_an_answer_that_calls_another_library(checker, cheat, name):
+    pytest.importorskip("pycocotools")
+    with pytest.raises(AssertionError, match="calls another library's implementation") as info:
+        checker(cheat)
+    assert name in str(info.value) and "which this exercise asks you to write yourself" in str(
+        info.value)
+
+
+def test_a_reference_bound_in_the_notebook_before_the_check_is_caught():
+    coco_mask = pytest.importorskip("pycocotools.mask")
+    import torchvision.ops
+
+    notebook = {"mu": coco_mask, "torch": torch, "np": np, "box_iou": torchvision.ops.box_iou,
+                "iou": coco_mask.iou}
+    exec("def via_module(a, b):\n    return mu.iou([], [], [])\n"
+         "def via_name(a, b):\n    return iou([], [], [])\n"
+         "def via_box_iou(a, b):\n    return box_iou(a.flatten(1)[:, :4], b.flatten(1)[:, :4])\n",
+         notebook)
+    for name in ("via_module", "via_name", "via_box_iou"):
+        with pytest.raises(AssertionError, match="another library's implementation"):
+            checks.check_mask_iou(notebook[name])
+    assert notebook["iou"] is coco_mask.iou and notebook["box_iou"] is torchvision.ops.box_iou
+
+
+def test_a_function_kept_in_a_list_or_a_default_argument_is_switched_off_too():
+    import torchvision.ops
+
+    notebook = {"hoard": [course.masks.mask_iou], "torchvision": torchvision}
+    exec("def via_list(a, b):\n    return hoard[0](a, b)\n"
+         "def via_default(a, b, iou=hoard[0]):\n    return iou(a, b)\n"
+         "def via_dict(a, b, ops={'iou': torchvision.ops.box_iou}):\n"
+         "    return ops['iou'](a.flatten(1)[:, :4].double(), b.flatten(1)[:, :4].double())\n",
+         notebook)
+    for name, library in (("via_list", "the library's course.masks.mask_iou"),
+                          ("via_default", "the library's course.masks.mask_iou"),
+                          ("via_dict", "another library's implementation (torchvision.ops")):
+        with pytest.raises(AssertionError, match=re.escape(library)):
+            checks.check_mask_iou(notebook[name])
+    a = torch.ones(1, 2, 2, dtype=torch.bool)
+    assert notebook["via_list"](a, a).item() == 1.0  # the code is back after the check
+
+
+def test_other_libraries_are_back_after_the_check_even_on_error():
+    coco_mask = pytest.importorskip("pycocotools.mask")
+    import torchvision.ops
+
+    before = (coco_mask.iou, torchvision.ops.roi_align, torch.nn.Conv2d, torch.conv2d,
+              linear_sum_assignment, list(sys.meta_path))
+    for name in ("check_mask_iou", "check_conv_output_size", "check_greedy_match"):
+        with pytest.raises(RuntimeError), checks.library_disabled(iou_ok,
+                                                                   checks.targets_for(name)):
+            assert "pycocotools.mask" not in sys.modules
+            raise RuntimeError("the learner's code failed")
+    assert sys.modules["pycocotools.mask"] is coco_mask
+    assert sys.modules["torchvision.ops"] is torchvision.ops
+    after = (coco_mask.iou, torchvision.ops.roi_align, torch.nn.Conv2d, torch.conv2d,
+             linear_sum_assignment, list(sys.meta_path))
+    assert after == before
+    assert torch.nn.Conv2d(1, 1, 3)(torch.zeros(1, 1, 5, 5)).shape[-1] == 3
+    import pycocotools.mask as again
+
+    assert again is coco_mask
+
+
+def test_convolutions_and_scipy_are_switched_off_only_where_the_exercise_asks():
+    def rf_with_a_conv(layers):  # a convolution is fine outside the output-size exercise
+        torch.nn.Conv2d(1, 1, 3)(torch.zeros(1, 1, 4, 4))
+        return rf_ok(layers)
+
+    checks.check_receptive_field(rf_with_a_conv)
+    checks.check_tp_fp_fn(counts_ok)  # the exercise asks for linear_sum_assignment
+    targets = checks.targets_for("check_conv_output_size")
+    assert torch.nn.Conv2d in targets and torch.nn.functional.conv2d in targets
+    assert linear_sum_assignment in checks.targets_for("check_greedy_match")
+    assert linear_sum_assignment not in checks.targets_for("check_tp_fp_fn")
+
+
+# --- for a grader that runs the learner's function elsewhere ---------------------------------
+
+
+def test_targets_for_names_the_course_functions_a_checker_switches_off():
+    assert checks.targets_for("check_mask_iou")[:2] == [course.masks.mask_iou,
+                                                        course.masks.mask_iou_loop]
+    assert checks.targets_for("mask_iou") == checks.targets_for("check_mask_iou")
+    with pytest.raises(ValueError, match="check_name: no checker named 'check_nothing'"):
+        checks.targets_for("check_nothing")
+    for name in dir(checks):
+        if name.startswith("check_"):
+            assert checks.targets_for(name), name
+
+
+def test_library_disabled_blocks_as_the_check_does():
+    coco_mask = pytest.importorskip("pycocotools.mask")
+    targets = checks.targets_for("check_mask_iou")
+    a = torch.ones(1, 2, 2, dtype=torch.bool)
+    for cheat in (iou_via_module, iou_via_pycocotools):
+        with checks.library_disabled(cheat, targets) as calls:
+            with pytest.raises(checks.LibraryCalled):
+                cheat(a, a)
+        assert calls
+    with checks.library_disabled(iou_ok, targets) as calls:
+        assert iou_ok(a, a).item() == 1.0
+    assert not calls and coco_mask.iou is sys.modules["pycocotools.mask"].iou
+
+
+class Proxy:
+    """Stands for a function that runs in another process: no ``__globals__``, and attribute
+    lookups that fail loudly."""
+
+    def __init__(self, fn):
+        self._fn = fn
+
+    def __call__(self, *args, **kwargs):
+        assert not kwargs, "checkers call with positional arguments only"
+        return self._fn(*args)
+
+    def __getattr__(self, name):
+        raise RuntimeError(f"no attribute {name} through the proxy")
+
+
+def test_checkers_take_any_callable():
+    checks.check_mask_iou(Proxy(iou_ok))
+    checks.check_pq_stats(Proxy(pq_counts_ok))
+    checks.check_multiscale_roi_align(Proxy(multiscale_ok))
+
+    def blocked_elsewhere(*args):
+        raise checks.LibraryCalled("pycocotools.mask.iou")  # as a proxy passes it on
+
+    with pytest.raises(AssertionError, match=r"another library's implementation \(pycocotools"):
+        checks.check_mask_iou(Proxy(blocked_elsewhere))
