@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from course import grading_worker as worker
-from course.teaching import _grading, _source, chapters
+from course.teaching import cell_source, chapters, nbgrader_metadata
 
 PASSED, FAILED, NOT_YET, MISSING = "passed", "failed", "not yet", "missing"
 TIMEOUT, MEMORY, CRASHED = "timeout", "memory", "crashed"
@@ -129,9 +129,9 @@ def load_chapter(notebooks_dir: Path, chapter: str) -> Chapter:
     nb = json.loads(found[0].read_text(encoding="utf-8"))
     exercises = []
     for cell in nb["cells"]:
-        meta = _grading(cell)
+        meta = nbgrader_metadata(cell)
         if cell["cell_type"] == "code" and meta.get("grade") and not meta.get("solution"):
-            checker, function = _check_call(_source(cell))
+            checker, function = _check_call(cell_source(cell))
             exercises.append(Exercise(meta["grade_id"].removesuffix("-check"),
                                       meta.get("points", 0), checker, function, cell))
     if not exercises:
@@ -245,13 +245,13 @@ def read_notebook(path: Path) -> dict:
 
 
 def _is_check(cell: dict) -> bool:
-    meta = _grading(cell)
+    meta = nbgrader_metadata(cell)
     return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get(
         "solution")
 
 
 def _grade_id(cell: dict) -> str | None:
-    value = _grading(cell).get("grade_id")
+    value = nbgrader_metadata(cell).get("grade_id")
     return value if isinstance(value, str) else None
 
 
@@ -278,8 +278,9 @@ def restore_check_cells(nb: dict, chapter: Chapter) -> tuple[dict, list[str]]:
                          "the copies were removed")
         if places:
             cell = cells[places[0]]
-            if (_source(cell).rstrip() != _source(want).rstrip() or cell["cell_type"] != "code"
-                    or _grading(cell) != _grading(want)):
+            if (cell_source(cell).rstrip() != cell_source(want).rstrip()
+                    or cell["cell_type"] != "code"
+                    or nbgrader_metadata(cell) != nbgrader_metadata(want)):
                 notes.append(f"the check cell of {exercise.grade_id} was edited: it was restored")
                 cells[places[0]] = want
             continue
@@ -304,7 +305,7 @@ def _exercise_cell(nb: dict, exercise: Exercise) -> tuple[int | None, list[str]]
                 "was graded"] if len(by_id) > 1 else []
         return by_id[0], note
     defines = re.compile(rf"^def\s+{re.escape(exercise.function)}\s*\(", re.MULTILINE)
-    by_def = [i for i in code if defines.search(_source(nb["cells"][i]))]
+    by_def = [i for i in code if defines.search(cell_source(nb["cells"][i]))]
     if by_def:
         return by_def[-1], [f"no cell carries the id {exercise.grade_id}: the last cell that "
                             f"defines {exercise.function} was graded"]
@@ -314,7 +315,7 @@ def _exercise_cell(nb: dict, exercise: Exercise) -> tuple[int | None, list[str]]
 def _other_chapter(nb: dict, chapter: Chapter) -> bool:
     """No exercise of ``chapter`` by id, but exercises of another chapter."""
     ours = {e.grade_id for e in chapter.exercises}
-    ids = {_grade_id(c) for c in nb["cells"] if _grading(c).get("solution")} - {None}
+    ids = {_grade_id(c) for c in nb["cells"] if nbgrader_metadata(c).get("solution")} - {None}
     prefix = f"ch{chapter.name[:2]}-"
     return not ids & ours and any(re.match(r"ch\d\d-", i) and not i.startswith(prefix)
                                   for i in ids)
@@ -716,7 +717,7 @@ class NotebookRun:
     def _describe(self, error: list) -> str:
         index, ename, evalue = error
         cell = self.cells[index] if 0 <= index < len(self.cells) else {}
-        meta = _grading(cell)
+        meta = nbgrader_metadata(cell)
         if meta.get("solution"):
             where = f"the exercise cell {meta.get('grade_id')}"
         elif meta.get("grade"):
@@ -812,8 +813,8 @@ def _start_workers(nb: dict, chapter: Chapter, options: GradeOptions, notes: lis
             started[exercise.grade_id] = None
             continue
         folders.append(tempfile.mkdtemp(prefix="course-worker-"))
-        others = [_source(nb["cells"][i]) for i in code if i != index]
-        job = worker.Job(_source(nb["cells"][index]), others, exercise.function,
+        others = [cell_source(nb["cells"][i]) for i in code if i != index]
+        job = worker.Job(cell_source(nb["cells"][index]), others, exercise.function,
                          exercise.checker, options.memory_mb, folders[-1])
         started[exercise.grade_id] = _start_worker(job, options.timeout)
     return started

@@ -43,12 +43,14 @@ _EXERCISE_HEADING = re.compile(r"^#+\s*Exercise\s+(\d+\.\d+)[^:]*:\s*(.+?)\s*$",
 # ---------------------------------------------------------------------------------------------
 
 
-def _source(cell: dict) -> str:
+def cell_source(cell: dict) -> str:
+    """A cell's source as one string (nbformat may store it as a list of lines)."""
     src = cell.get("source", "")
     return src if isinstance(src, str) else "".join(src)
 
 
-def _grading(cell: dict) -> dict:
+def nbgrader_metadata(cell: dict) -> dict:
+    """A cell's nbgrader metadata (``solution``, ``grade``, ``grade_id``, ``points``), or {}."""
     return cell.get("metadata", {}).get("nbgrader", {})
 
 
@@ -102,12 +104,13 @@ def _exercise_message(cells: list[dict], index: int, chapter: str | None) -> str
     """
     for cell in reversed(cells[:index]):
         if cell["cell_type"] == "markdown":
-            found = _EXERCISE_HEADING.findall(_source(cell))
+            found = _EXERCISE_HEADING.findall(cell_source(cell))
             if found:
                 number, title = found[-1]
                 return f"Exercise {number}: see the section '{title}' of this chapter"
     where = f"chapter {chapter}" if chapter else "this chapter"
-    return f"Exercise {_grading(cells[index]).get('grade_id', '?')}: see its text in {where}"
+    grade_id = nbgrader_metadata(cells[index]).get("grade_id", "?")
+    return f"Exercise {grade_id}: see its text in {where}"
 
 
 def student_notebook(nb: dict, chapter: str | None = None) -> dict:
@@ -128,7 +131,7 @@ def student_notebook(nb: dict, chapter: str | None = None) -> dict:
     cells = out["cells"]
     for i, cell in enumerate(cells):
         meta = cell.setdefault("metadata", {})
-        text = _source(cell)
+        text = cell_source(cell)
         if BEGIN_HIDDEN in text:
             text = _drop_hidden_tests(text)
         if BEGIN in text or END in text:
@@ -264,7 +267,7 @@ def _errors(cell: dict) -> Iterator[dict]:
 
 
 def _stdout(cell: dict) -> str:
-    return "".join(_source({"source": o.get("text", "")}) for o in cell.get("outputs", [])
+    return "".join(cell_source({"source": o.get("text", "")}) for o in cell.get("outputs", [])
                    if o.get("output_type") == "stream" and o.get("name") == "stdout")
 
 
@@ -280,7 +283,7 @@ def _not_implemented(error: dict) -> bool:
 
 
 def _exercise_result(exercise: dict | None, check: dict) -> ExerciseResult:
-    meta = _grading(check)
+    meta = nbgrader_metadata(check)
     grade_id = meta.get("grade_id", "?").removesuffix("-check")
     points = meta.get("points", 0)
     for error in _errors(exercise or {}):  # the learner's cell itself did not run
@@ -304,9 +307,10 @@ def read_checks(nb: dict, path: Path) -> CheckReport:
     cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
     exercises, others = [], []
     for i, cell in enumerate(cells):
-        meta = _grading(cell)
+        meta = nbgrader_metadata(cell)
         if meta.get("grade") and not meta.get("solution"):
-            before = cells[i - 1] if i > 0 and _grading(cells[i - 1]).get("solution") else None
+            solution = i > 0 and nbgrader_metadata(cells[i - 1]).get("solution")
+            before = cells[i - 1] if solution else None
             exercises.append(_exercise_result(before, cell))
         elif not meta.get("solution"):
             for error in _errors(cell):

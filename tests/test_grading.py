@@ -19,7 +19,7 @@ import torch
 
 from course import grading, grading_worker
 from course.cli import main
-from course.teaching import _grading, _source, student_notebook
+from course.teaching import cell_source, nbgrader_metadata, student_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 HIDDEN = Path(__file__).resolve().parent.parent / "teacher" / "hidden_tests"
@@ -31,7 +31,8 @@ def _solution(name: str = CH01) -> dict:
 
 
 def _index(nb: dict, grade_id: str) -> int:
-    return next(i for i, c in enumerate(nb["cells"]) if _grading(c).get("grade_id") == grade_id)
+    return next(i for i, c in enumerate(nb["cells"])
+                if nbgrader_metadata(c).get("grade_id") == grade_id)
 
 
 def _set_source(nb: dict, grade_id: str, text: str) -> dict:
@@ -165,13 +166,13 @@ def test_an_edited_check_cell_is_reverted_and_earns_nothing(graded: tuple[dict, 
 def test_restore_puts_the_solution_check_cell_back_in_place() -> None:
     chapter = grading.load_chapter(NOTEBOOKS, "01")
     nb, notes = grading.restore_check_cells(_restore_cases(), chapter)
-    ids = [_grading(c).get("grade_id") for c in nb["cells"] if _grading(c)]
+    ids = [nbgrader_metadata(c).get("grade_id") for c in nb["cells"] if nbgrader_metadata(c)]
     assert ids == ["ch01-mask-iou", "ch01-mask-iou-check", "ch01-mask-dice",
                    "ch01-mask-dice-check"]
     assert len(notes) == 2
     clean, none = grading.restore_check_cells(_solution(), chapter)
-    assert none == [] and [_source(c) for c in clean["cells"]] == [
-        _source(c) for c in _solution()["cells"]]
+    assert none == [] and [cell_source(c) for c in clean["cells"]] == [
+        cell_source(c) for c in _solution()["cells"]]
 
 
 def test_printing_a_pass_line_or_patching_the_checker_earns_nothing(

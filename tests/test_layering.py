@@ -163,3 +163,40 @@ def test_reading_and_evaluating_coco_json_loads_no_torch():
     out = subprocess.run([sys.executable, "-c", NO_TORCH, str(PACKAGE)], capture_output=True,
                          text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def private_uses(source: str) -> list[str]:
+    """``_name`` taken from another course module: ``from course.x import _name``, or
+    ``x._name`` where ``x`` was imported from ``course`` (dunders are not private)."""
+    tree, modules, found = ast.parse(source), set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("course"):
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.append(f"from {node.module} import {alias.name}")
+                modules.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            modules |= {a.asname for a in node.names if a.name.startswith("course") and a.asname}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id in modules and node.attr.startswith("_")
+                and not node.attr.startswith("__")):
+            found.append(f"{node.value.id}.{node.attr}")
+    return found
+
+
+def test_the_private_name_finder_sees_both_forms():
+    source = ("from course.teaching import _grading, chapters\nfrom course import checks\n"
+              "import course.coco as coco\nx = checks._blocker\ny = coco._read\n"
+              "z = checks.__doc__\n")
+    assert private_uses(source) == ["from course.teaching import _grading", "checks._blocker",
+                                    "coco._read"]
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_private_name_is_used_across_modules(module):
+    path = MODULES[module]
+    own = module.rsplit(".", 1)[-1]
+    found = [use for use in private_uses(path.read_text(encoding="utf-8"))
+             if not use.startswith(f"{own}.")]  # a module may name its own privates
+    assert not found, f"{module} uses private names of other modules: {found}"
