@@ -40,8 +40,6 @@ def add_teaching_commands(commands: argparse._SubParsersAction) -> None:
                    help="the learner's folder (default: student)")
     s.add_argument("--notebooks", type=Path, default=Path("notebooks"),
                    help="the solution notebooks (default: notebooks)")
-
-
     _add_grading_commands(commands)
 
 

@@ -924,11 +924,33 @@ def _grade_all(submissions: Sequence[Submission], chapter: Chapter, options: Gra
     _become_subreaper()
     before = set(_descendants(os.getpid()))
     try:
-        with bar, ThreadPoolExecutor(max_workers=max(options.jobs, 1)) as pool:
+        with bar, _killed_with_the_grader(), \
+                ThreadPoolExecutor(max_workers=max(options.jobs, 1)) as pool:
             list(pool.map(one, submissions))
     finally:
         _kill_strays(before)  # nothing a submission started may outlive the grading
     return {s: students[s] for s in sorted(students)}
+
+
+@contextlib.contextmanager
+def _killed_with_the_grader() -> Iterator[None]:
+    """While grading, a SIGTERM to the grader (``timeout``, a cancelled CI job, a teacher's
+    ``kill``) first SIGKILLs every process below it, workers, notebook runs, their kernels and
+    the fork server, so none keeps running; then the grader exits (status 143)."""
+    def terminate(signum: int, frame: Any) -> None:
+        for pid in _descendants(os.getpid()):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        os._exit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def grade(paths: Sequence[Path], out: Path, chapter: str | None = None,

@@ -432,3 +432,57 @@ def test_decode_refuses_what_is_not_plain_data() -> None:
     array = np.array([object()], dtype=object)
     with pytest.raises(grading_worker.EncodingError):
         grading_worker.encode({"kind": "returned", "value": array})
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
+def test_a_terminated_grader_leaves_no_process_behind(tmp_path: Path) -> None:
+    """SIGTERM (timeout, a cancelled job) while an exercise loops and the notebook runs: the
+    workers, the notebook run, its kernel and the fork server all go with the grader."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    nb = _set_source(_solution(), "ch01-mask-iou", "def mask_iou(a, b):\n    while True:\n"
+                     "        pass\n")
+    path = _write(tmp_path / "collected", "looper", nb)
+    grader = subprocess.Popen([sys.executable, "-m", "course", "grade", str(path), "--out",
+                               str(tmp_path / "out"), "--timeout", "120"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_descendants(grader.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        below = _descendants(grader.pid)
+        assert len(below) >= 3, "the grader never started its workers"
+        grader.send_signal(signal.SIGTERM)
+        assert grader.wait(timeout=30) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in below) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [p for p in below if _alive(p)]
+    finally:
+        grader.kill()
