@@ -33,7 +33,7 @@ test: $(STAMP)
 	echo "make test: passed in $$(( $$(date +%s) - start )) s"
 
 lint: $(STAMP)
-	$(BIN)/ruff check course tests bench scripts notebooks
+	$(BIN)/ruff check course tests bench scripts notebooks teacher
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests $(PYTEST_ARGS)

@@ -139,7 +139,8 @@ def _run_grading_command(args: argparse.Namespace) -> int:
 
     if args.command == "merge":
         grades = grading.merge(args.shards, args.out)
-        print(f"merged {len(grades['students'])} students of chapter {grades['chapter']} "
+        n = len(grades["students"])
+        print(f"merged {n} student{'s' if n != 1 else ''} of chapter {grades['chapter']} "
               f"into {args.out}")
         return 0
     options = grading.GradeOptions(timeout=args.timeout, memory_mb=args.memory,
@@ -148,6 +149,7 @@ def _run_grading_command(args: argparse.Namespace) -> int:
     spec = grading.parse_shard(args.shard) if args.shard else None
     grades = grading.grade(args.submissions, args.out, args.chapter, options, args.notebooks,
                            spec)
-    print(f"graded {len(grades['students'])} submissions of chapter {grades['chapter']}: "
+    n = len(grades["students"])
+    print(f"graded {n} submission{'s' if n != 1 else ''} of chapter {grades['chapter']}: "
           f"{args.out / 'grades.csv'}")
     return 0
