@@ -343,7 +343,7 @@ def test_cli_grade_runs_the_notebook_for_feedback(tmp_path: Path,
     alice = grades["students"]["alice"]
     assert alice["total"] == 4  # the run only adds notes
     assert any(n.startswith("notebook run: code cell 1 raised NameError") for n in alice["notes"])
-    assert "graded 1 submissions" in capsys.readouterr().out
+    assert "graded 1 submission of chapter 01_iou_dice" in capsys.readouterr().out
 
 
 def test_cli_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
