@@ -349,14 +349,16 @@ def _dense_flips(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     A model's masks are mostly background: each mask is read once in full, eight pixels at a
     time, to find the rows and columns it uses; the changes are then looked for inside those
-    boxes only, all masks at once (each box padded to the largest with background)."""
+    boxes only, all masks at once (:func:`_box_columns` lays the boxes end to end)."""
     n, h, w = dense.shape
     cols, rows = _in_use(dense, axis=1), _in_use(dense, axis=2)  # [N, W], [N, H]
     found = np.flatnonzero(cols.any(axis=1))
     x0, x1 = cols[found].argmax(axis=1), w - cols[found, ::-1].argmax(axis=1)
     y0, y1 = rows[found].argmax(axis=1), h - rows[found, ::-1].argmax(axis=1)
-    boxes = _box_columns(dense, found, (y0, y1, x0, x1))  # [M, box W, box H + 2]
-    k, c, r = np.nonzero(boxes[:, :, 1:] != boxes[:, :, :-1])
+    line, starts = _box_columns(dense, found, (y0, y1, x0, x1))
+    new = np.flatnonzero(line[1:] != line[:-1]) + 1  # where a new run starts on the line
+    k = np.searchsorted(starts, new, side="right") - 1  # [F] whose box it is in
+    c, r = np.divmod(new - starts[k], y1[k] - y0[k] + 1)  # its column and row in the box
     flips = (x0[k] + c) * h + y0[k] + r
     # A run from the bottom of one column into the top of the next ends and starts at one
     # place: neither is a change. A run that ends with the image starts nothing.
@@ -379,16 +381,21 @@ def _in_use(dense: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _box_columns(dense: np.ndarray, found: np.ndarray,
-                 box: tuple[np.ndarray, ...]) -> np.ndarray:
-    """``[M, BW, BH + 2]``: the columns of each found mask's box ``(y0, y1, x0, x1)``, boxes
-    padded to the largest, with background above and below each column."""
-    y0, y1, x0, x1 = (v.tolist() for v in box)
-    bh = max((b - a for a, b in zip(y0, y1, strict=True)), default=0)
-    bw = max((b - a for a, b in zip(x0, x1, strict=True)), default=0)
-    out = np.zeros((len(found), bw, bh + 2), dtype=bool)
-    for j, i in enumerate(found.tolist()):  # one slice copy per mask
-        out[j, :x1[j] - x0[j], 1:y1[j] - y0[j] + 1] = dense[i, y0[j]:y1[j], x0[j]:x1[j]].T
-    return out
+                 box: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``(line, starts)``: the columns of each found mask's box ``(y0, y1, x0, x1)`` laid end
+    to end on one line, each column followed by one background pixel, after a background pixel
+    at the start; box ``j`` starts at ``line[starts[j]]``."""
+    y0, y1, x0, x1 = box
+    sizes = (x1 - x0) * (y1 - y0 + 1)  # [M] its columns, each with one pixel below
+    starts = np.ones(len(found) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=starts[1:])
+    starts[1:] += 1
+    line = np.zeros(int(starts[-1]), dtype=bool)
+    for j, (i, a, b, c, d) in enumerate(zip(found.tolist(), y0.tolist(), y1.tolist(),
+                                            x0.tolist(), x1.tolist(), strict=True)):
+        box_j = line[starts[j]:starts[j + 1]].reshape(d - c, b - a + 1)  # one slice copy
+        box_j[:, :-1] = dense[i, a:b, c:d].T
+    return line, starts
 
 
 def _counts_from_flips(flips: np.ndarray, changes: np.ndarray, hw: int
