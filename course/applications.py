@@ -39,6 +39,7 @@ from course.fusion import paste_by_score
 from course.masks import as_masks, intersection_counts, mask_iou
 from course.matching import greedy_match
 from course.model import MaskRCNNConfig
+from course.panoptic_format import is_int
 from course.pq import PQStats, as_id_map, classify_failures, pq_stats
 
 CELL_CLASSES = ("cell",)
@@ -65,10 +66,6 @@ def model_config(finest_level: int = 2) -> MaskRCNNConfig:
 
 
 _DEFAULT_LENGTH = {"train": 100_000, "val": 100}
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def _uniform(g: torch.Generator, n: int, low: float, high: float) -> Tensor:
@@ -375,7 +372,7 @@ def otsu_threshold(image: Tensor, bins: int = 256) -> float:
     Returns:
         float, the threshold: foreground is ``grey > threshold``.
     """
-    if not _is_int(bins) or bins < 2:
+    if not is_int(bins) or bins < 2:
         raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
     counts, edges = np.histogram(_grey(image), bins=bins, range=(0.0, 1.0))
     centres = (edges[:-1] + edges[1:]) / 2  # [B]
@@ -430,7 +427,7 @@ def watershed_cells(mask: Tensor | np.ndarray, min_distance: int = 4, smooth: fl
         Tensor[H, W] int64, segment ids 1..K, 0 on the background.
     """
     fg = _as_mask(mask)
-    if not _is_int(min_distance) or min_distance < 1 or not smooth >= 0:
+    if not is_int(min_distance) or min_distance < 1 or not smooth >= 0:
         raise ValueError(f"min_distance must be an integer >= 1 and smooth >= 0, got "
                          f"{min_distance!r} and {smooth!r}")
     distance = ndimage.distance_transform_edt(fg)  # [H, W]
@@ -712,7 +709,7 @@ def owns_cell(masks: Tensor, stride: int) -> Tensor:
     Returns:
         Tensor[N] bool.
     """
-    if not _is_int(stride) or stride < 1:
+    if not is_int(stride) or stride < 1:
         raise ValueError(f"stride must be a positive integer, got {stride!r}")
     m = as_masks(masks).bool()
     h, w = m.shape[1:]

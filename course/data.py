@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from course.boxes import masks_to_boxes
 from course.coco import ground_truth_to_coco
+from course.panoptic_format import is_int
 from course.pq import panoptic_to_pairs
 from course.structures import Instances
 
@@ -144,7 +145,7 @@ def make_scene(height: int = 128, width: int = 128, num_objects: tuple[int, int]
 
 
 def _check_image_size(height: int, width: int) -> None:
-    if not (_is_int(height) and _is_int(width)) or height < 0 or width < 0:
+    if not (is_int(height) and is_int(width)) or height < 0 or width < 0:
         raise ValueError(f"height and width must be integers >= 0, got {height!r}, {width!r}")
 
 
@@ -730,7 +731,7 @@ def cell_counts(masks: Tensor, stride: int) -> Tensor:
     Returns:
         Tensor[..., H / s, W / s] int64.
     """
-    if not _is_int(stride) or stride < 1:
+    if not is_int(stride) or stride < 1:
         raise ValueError(f"stride must be a positive integer, got {stride!r}")
     h, w = masks.shape[-2:]
     if h % stride or w % stride:
@@ -815,11 +816,11 @@ class GeneratedDataset(Dataset):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         if length is None:
             length = self.DEFAULT_LENGTH[split]
-        if not _is_int(length) or length < 0:
+        if not is_int(length) or length < 0:
             raise ValueError(f"length must be an integer >= 0 (or None), got {length!r}")
-        if not _is_int(image_size) or image_size < 32:
+        if not is_int(image_size) or image_size < 32:
             raise ValueError(f"image_size must be an integer >= 32, got {image_size!r}")
-        if not _is_int(seed) or seed < 0:
+        if not is_int(seed) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
         self.split, self.length = split, int(length)
         self.image_size, self.seed = int(image_size), int(seed)
@@ -1146,10 +1147,6 @@ def _semantic_map(layout: Tensor, things: Tensor) -> Tensor:
     if len(things):
         semantic[things.any(dim=0)] = 0
     return semantic
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def _shape_field(label: int, centre: tuple[float, float], size: float, angle: float,

@@ -56,6 +56,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from course.panoptic_format import is_int
 from course.structures import Instances
 
 POLICIES = ("instance_priority", "stuff_protected")
@@ -93,12 +94,8 @@ class _Fusion:
     min_stuff_area: int
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int | np.integer) and not isinstance(x, bool | np.bool_)
-
-
 def _check_fraction(value: Any, name: str) -> float:
-    if not (_is_int(value) or isinstance(value, float | np.floating)):
+    if not (is_int(value) or isinstance(value, float | np.floating)):
         raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__}")
     if not 0.0 <= float(value) <= 1.0:  # False for NaN too
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
@@ -106,7 +103,7 @@ def _check_fraction(value: Any, name: str) -> float:
 
 
 def _check_min_stuff_area(value: Any) -> int:
-    if not _is_int(value):
+    if not is_int(value):
         raise TypeError(f"min_stuff_area must be an int (a pixel count), got {value!r}")
     if value < 0:
         raise ValueError(f"min_stuff_area must be >= 0, got {value}")
@@ -177,7 +174,7 @@ def _as_ids(values: Any, name: str) -> list[int]:
         raise TypeError(f"{name} must be a sequence of integer category ids, "
                         f"got {type(values).__name__}")
     values = list(values)
-    if not all(_is_int(v) for v in values):
+    if not all(is_int(v) for v in values):
         raise TypeError(f"{name} must hold integer category ids, got {values}")
     if any(v < 0 for v in values):
         raise ValueError(f"{name} must hold non-negative category ids, got {values}")
@@ -264,7 +261,6 @@ def protected_pixels(semantic: Tensor, channels: Iterable[int], threshold: float
     for c in channels:
         forbidden |= semantic[c] > threshold
     return forbidden
-
 
 
 def panoptic_fusion_loop(instances: Instances, semantic: Tensor,
