@@ -456,22 +456,9 @@ def _kernel_main(argv: list[str]) -> None:
 def _kernel_manager(memory_mb: int) -> type:
     """A kernel manager whose ``python3`` kernel is this interpreter, started through
     :func:`_kernel_main` (whatever kernel the submission's metadata names is ignored)."""
-    import ipykernel.kernelspec
-    from jupyter_client import AsyncKernelManager
-    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+    from course.teaching import kernel_manager
 
-    class Capped(KernelSpecManager):
-        def get_kernel_spec(self, kernel_name: str) -> Any:
-            spec = ipykernel.kernelspec.get_kernel_dict()
-            spec["argv"] = [*command(), "kernel", str(memory_mb), "-f", "{connection_file}"]
-            return KernelSpec(resource_dir=ipykernel.kernelspec.RESOURCES, **spec)
-
-    class CappedKernelManager(AsyncKernelManager):
-        def __init__(self, **kwargs: Any) -> None:
-            kwargs.setdefault("kernel_spec_manager", Capped())
-            super().__init__(**kwargs)
-
-    return CappedKernelManager
+    return kernel_manager([*command(), "kernel", str(memory_mb), "-f", "{connection_file}"])
 
 
 def run_notebook(path: str, result: str, cell_timeout: float, memory_mb: int) -> None:

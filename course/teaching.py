@@ -26,7 +26,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -335,7 +335,7 @@ def check_notebook(path: Path, timeout: float = 600) -> CheckReport:
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, allow_errors=True, interrupt_on_timeout=True,
-                            kernel_name="python3", kernel_manager_class=_this_python_kernel(),
+                            kernel_name="python3", kernel_manager_class=kernel_manager(),
                             extra_arguments=["--IPKernelApp.log_level=ERROR"],
                             resources={"metadata": {"path": str(path.parent.resolve())}})
     try:
@@ -347,9 +347,12 @@ def check_notebook(path: Path, timeout: float = 600) -> CheckReport:
     return read_checks(nb, path)
 
 
-def _this_python_kernel() -> type:
+def kernel_manager(argv: Sequence[str] | None = None) -> type:
     """A kernel manager whose ``python3`` kernel is this interpreter (the course's venv), not
-    whatever ``python3`` kernel spec the machine has installed."""
+    whatever ``python3`` kernel spec the machine has installed (nor the one a notebook's
+    metadata names). ``argv`` replaces the kernel's command line (``"{connection_file}"``
+    stands for the connection file), for a kernel started another way (the grader's, under
+    a memory cap)."""
     import ipykernel.kernelspec
     from jupyter_client import AsyncKernelManager
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
@@ -357,7 +360,7 @@ def _this_python_kernel() -> type:
     class ThisPython(KernelSpecManager):
         def get_kernel_spec(self, kernel_name: str) -> Any:
             spec = ipykernel.kernelspec.get_kernel_dict()
-            spec["argv"][0] = sys.executable
+            spec["argv"] = [sys.executable, *spec["argv"][1:]] if argv is None else list(argv)
             return KernelSpec(resource_dir=ipykernel.kernelspec.RESOURCES, **spec)
 
     class ThisPythonKernelManager(AsyncKernelManager):
