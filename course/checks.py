@@ -572,6 +572,9 @@ def _same_curves(out: Any, case: Case) -> Fault | None:
                          "one value after each detection of the list")
         if not got.is_floating_point():
             return Fault(f"{name} has dtype {got.dtype}", "divide in floating point")
+        if not bool(torch.isfinite(got).all()):
+            return Fault(f"{name} contains NaN or inf", "a 0 / 0 gives NaN: check what you "
+                         "divide by, and the case without objects")
     close = [[bool(((g.double() - torch.from_numpy(w)).abs() <= _TOL).all()) for w in wants]
              for g in gots]  # close[i][j]: output i equals stored curve j
     if close[0][0] and close[1][1]:
@@ -581,7 +584,7 @@ def _same_curves(out: Any, case: Case) -> Fault | None:
                      "this order")
     name, got, want = next((n, g, w) for n, g, w, ok in zip(
         ("precision", "recall"), gots, wants, (close[0][0], close[1][1]), strict=True) if not ok)
-    wrong = (got.double() - torch.from_numpy(want)).abs() > _TOL
+    wrong = ~((got.double() - torch.from_numpy(want)).abs() <= _TOL)  # NaN is wrong too
     first = int(wrong.nonzero()[0])
     return Fault(f"{name} is wrong at {int(wrong.sum())} of {len(want)} positions, the first "
                  f"after detection {first + 1} of the list")
@@ -918,6 +921,8 @@ def _close_boxes(out: Any, case: Case, what: str) -> Fault | None:
         return Fault(f"returned dtype {got.dtype}, expected floating point",
                      "box corners lie between pixels: compute in floating point")
     got, want = got.double(), want.double()
+    if not bool(torch.isfinite(got).all()):
+        return Fault("contains NaN or inf", "box corners are finite numbers of pixels")
     wrong = ((got - want).abs() > 1e-3).any(dim=-1)  # [N]
     if not bool(wrong.any()):
         return None

@@ -1380,3 +1380,48 @@ def test_checkers_take_any_callable():
 
     with pytest.raises(AssertionError, match=r"another library's implementation \(pycocotools"):
         checks.check_mask_iou(Proxy(blocked_elsewhere))
+
+
+def _stored_comparisons(monkeypatch):
+    """(exercise, case, compare) for every stored case of every checker, without running."""
+    seen = []
+    monkeypatch.setattr(checks, "_run_one", lambda exercise, fn, args, case, targets, compare:
+                        seen.append((exercise, case, compare)))
+    for name in sorted(n for n in dir(checks) if n.startswith("check_")):
+        getattr(checks, name)(lambda *args: None)
+    return seen
+
+
+def _poisoned(value, where):
+    """``value`` as a learner would return it, with NaN at one or at every float entry."""
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.size:
+        bad = value.copy()
+        bad.reshape(-1)[slice(None) if where == "all" else slice(0, 1)] = np.nan
+        return torch.from_numpy(bad), True
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return torch.from_numpy(value.copy()), False
+    if isinstance(value, np.ndarray):
+        return (value.tolist() if value.ndim else value.item()), False
+    return value, False
+
+
+@pytest.mark.parametrize("where", ["one", "all"])
+def test_no_checker_accepts_or_crashes_on_nan(monkeypatch, where, capsys):
+    """The right answer with a NaN in place of a float fails with a message, on every case."""
+    accepted, crashed, poisoned = [], [], 0
+    for exercise, case, compare in _stored_comparisons(monkeypatch):
+        keys = ["value"] if "value" in case.expected else [
+            k for k in case.expected if not k.startswith("fault/")]
+        parts = [_poisoned(case.expected[k], where) for k in keys]
+        if not any(changed for _, changed in parts):
+            continue
+        poisoned += 1
+        out = parts[0][0] if keys == ["value"] else tuple(v for v, _ in parts)
+        try:
+            if compare(out, case) is None:
+                accepted.append(f"{exercise}: {case.name}")
+        except Exception as err:  # a checker must answer with a Fault, not crash
+            crashed.append(f"{exercise}: {case.name}: {type(err).__name__}: {err}")
+    assert poisoned > 100
+    assert not accepted, accepted
+    assert not crashed, crashed
