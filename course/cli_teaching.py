@@ -30,16 +30,14 @@ def add_teaching_commands(commands: argparse._SubParsersAction) -> None:
         "solution becomes a stub that raises NotImplementedError, hidden tests are removed, "
         "outputs are cleared and check cells are locked. Replaces the notebooks there.")
     r.add_argument("--out", type=Path, required=True, help="folder to write the notebooks to")
-    r.add_argument("--notebooks", type=Path, default=Path("notebooks"),
-                   help="the solution notebooks (default: notebooks)")
+    _add_notebooks_option(r)
     s = commands.add_parser(
         "student-copies", help="add the missing chapters to the learner's folder",
         description="Write the student version of each chapter that the folder does not "
         "have yet; a notebook already there is never changed (make lab runs this).")
     s.add_argument("--to", type=Path, default=Path("student"),
                    help="the learner's folder (default: student)")
-    s.add_argument("--notebooks", type=Path, default=Path("notebooks"),
-                   help="the solution notebooks (default: notebooks)")
+    _add_notebooks_option(s)
     _add_grading_commands(commands)
 
 
@@ -76,8 +74,7 @@ def _add_grading_commands(commands: argparse._SubParsersAction) -> None:
     g.add_argument("--hidden", type=Path, default=Path("teacher/hidden_tests"),
                    metavar="DIR",
                    help="the hidden tests, <grade_id>.py (default: teacher/hidden_tests)")
-    g.add_argument("--notebooks", type=Path, default=Path("notebooks"), metavar="DIR",
-                   help="the solution notebooks (default: notebooks)")
+    _add_notebooks_option(g)
     g.add_argument("--no-run", action="store_true",
                    help="skip the notebook run (feedback only; the grade does not change): "
                    "about 1 s per submission instead of 10 or more")
@@ -94,6 +91,11 @@ def _add_merge_command(commands: argparse._SubParsersAction) -> None:
                    help="the --out folders of the shard runs")
     m.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="folder for the joined outputs")
+
+
+def _add_notebooks_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--notebooks", type=Path, default=Path("notebooks"), metavar="DIR",
+                        help="the solution notebooks (default: notebooks)")
 
 
 def _positive_int(text: str) -> int:
