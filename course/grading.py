@@ -815,7 +815,8 @@ def _start_workers(nb: dict, chapter: Chapter, options: GradeOptions, notes: lis
         folders.append(tempfile.mkdtemp(prefix="course-worker-"))
         others = [cell_source(nb["cells"][i]) for i in code if i != index]
         job = worker.Job(cell_source(nb["cells"][index]), others, exercise.function,
-                         exercise.checker, options.memory_mb, folders[-1])
+                         exercise.checker, options.memory_mb, folders[-1],
+                         earlier=sum(i < index for i in code))
         started[exercise.grade_id] = _start_worker(job, options.timeout)
     return started
 

@@ -241,9 +241,10 @@ _OPAQUE_NAMES = ("generator", "function", "method", "builtin_function_or_method"
 
 @dataclasses.dataclass
 class Job:
-    """What a worker needs: the exercise cell, the other cells (for their imports), the
-    function the exercise defines, the checker whose library targets are switched off, the
-    memory cap and the empty folder to work in."""
+    """What a worker needs: the exercise cell, the other code cells in notebook order (for
+    their imports; the first ``earlier`` of them, those above the exercise cell, also for their
+    functions, classes and constants), the function the exercise defines, the checker whose
+    library targets are switched off, the memory cap and the empty folder to work in."""
 
     exercise_source: str
     other_sources: list[str]
@@ -251,6 +252,7 @@ class Job:
     checker: str
     memory_mb: int
     workdir: str
+    earlier: int = 0
 
 
 PRELOAD = ["course.grading_worker", "numpy", "torch", "course", "course.checks",
@@ -328,18 +330,37 @@ class _NoIPython:
         return lambda *args, **kwargs: None
 
 
-def _run_cells(job: Job) -> tuple[dict[str, Any], list[list[str]]]:
-    """The imports of the other cells (each on its own; a failing one is skipped), then the
-    exercise cell statement by statement; returns the namespace and the exercise cell's errors
-    as ``[name, message]``. The function counts only if the exercise cell itself binds its
-    name (not when it is left over from another cell's import)."""
-    namespace: dict[str, Any] = {"__name__": "__main__", "get_ipython": _NoIPython}
-    for source in job.other_sources:
+def _definition(statement: ast.stmt) -> bool:
+    """A function or class, or a name bound to a literal (``EPS = 1e-9``): cheap to run, and
+    what a learner's function may use from a cell above it."""
+    if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return True
+    if isinstance(statement, ast.Assign | ast.AnnAssign) and statement.value is not None:
+        targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
         try:
-            imports = [s for s in _statements(source) if isinstance(s, ast.Import | ast.ImportFrom)]
+            ast.literal_eval(statement.value)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            return False
+        return all(isinstance(t, ast.Name) for t in targets)
+    return False
+
+
+def _run_cells(job: Job) -> tuple[dict[str, Any], list[list[str]]]:
+    """The imports of the other cells, and the functions, classes and constants of those above
+    the exercise cell (each statement on its own; a failing one is skipped), then the exercise
+    cell statement by statement; returns the namespace and the exercise cell's errors as
+    ``[name, message]``. The function counts only if the exercise cell itself binds its name
+    (not when it is left over from another cell)."""
+    namespace: dict[str, Any] = {"__name__": "__main__", "get_ipython": _NoIPython}
+    later, earlier = job.other_sources[job.earlier:], job.other_sources[:job.earlier]
+    # the cells below first, so that what the cells above bind wins, as in a run from the top
+    for source, above in [*((s, False) for s in later), *((s, True) for s in earlier)]:
+        try:
+            statements = [s for s in _statements(source) if isinstance(s, ast.Import
+                          | ast.ImportFrom) or (above and _definition(s))]
         except Exception:
             continue
-        for statement in imports:
+        for statement in statements:
             _exec([statement], namespace)
     namespace.pop(job.function, None)
     try:

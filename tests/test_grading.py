@@ -84,6 +84,28 @@ MEMORISED = ("import torch\nfrom course.checks import load_cases\n\n"
              "    return torch.zeros(len(a), len(b), dtype=torch.float64)\n")
 
 
+def _with_helpers() -> dict:
+    """The learner's own way: a helper cell above mask_iou (a constant, a function, and a slow
+    line that must not run), mask_dice written with the learner's mask_iou, and an import of the
+    library's mask_iou in a cell below, which must not replace the learner's."""
+    nb = student_notebook(_solution(), "01")
+    helpers = ("import time\nimport torch\n\nONE = 1\n\n\n"
+               "def flat(m):\n    return m.flatten(1).double()\n\n\n"
+               "time.sleep(600)\nBIG = torch.zeros(2 ** 40)\n")
+    nb["cells"].insert(_index(nb, "ch01-mask-iou"), {
+        "cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+        "source": helpers})
+    _set_source(nb, "ch01-mask-iou", (
+        "def mask_iou(a, b):\n    a, b = flat(a), flat(b)\n    inter = a @ b.T\n"
+        "    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter\n"
+        "    return torch.where(union > 0, inter / union.clamp(min=ONE), 0.0)\n"))
+    _set_source(nb, "ch01-mask-dice", (
+        "def mask_dice(a, b):\n    iou = mask_iou(a, b)\n    return 2 * iou / (1 + iou)\n"))
+    nb["cells"].append({"cell_type": "code", "execution_count": None, "metadata": {},
+                        "outputs": [], "source": "from course.masks import mask_iou\n"})
+    return nb
+
+
 @pytest.fixture(scope="module")
 def collected(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A class's submissions of chapter 01, one folder per student."""
@@ -98,6 +120,7 @@ def collected(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _write(root, "frank", _set_source(_solution(), "ch01-mask-iou", FAKE_PASS))
     _write(root, "grace", _set_source(_solution(), "ch01-mask-iou", WRONG))
     _write(root, "heidi", "{not json")
+    _write(root, "lena", _with_helpers())
     _write(root, "ivan", _solution("02_matching.ipynb"))
     _write(root, "kim", _set_source(_solution(), "ch01-mask-iou", MEMORISED))
     _write(root, "judy", _set_source(_solution(), "ch01-mask-iou",
@@ -146,6 +169,13 @@ def test_one_unfinished_exercise_costs_only_its_points(graded: tuple[dict, Path]
     assert _outcomes(grades, "carol") == {"ch01-mask-iou": "passed", "ch01-mask-dice": "not yet"}
     carol = grades["students"]["carol"]
     assert (carol["total"], carol["max"], carol["percent"]) == (2, 4, 50.0)
+
+
+def test_functions_and_constants_of_the_cells_above_are_there(graded: tuple[dict, Path]) -> None:
+    """As in a run from the top: a helper above the exercise and the learner's own mask_iou
+    serve; the slow line beside them does not run, and a later import does not replace them."""
+    grades, _ = graded
+    assert _outcomes(grades, "lena") == {"ch01-mask-iou": "passed", "ch01-mask-dice": "passed"}
 
 
 def test_deleted_and_duplicated_check_cells_are_restored(graded: tuple[dict, Path]) -> None:
@@ -228,7 +258,7 @@ def test_grades_csv_and_json_format(graded: tuple[dict, Path]) -> None:
     assert rows[0] == ["student", "ch01-mask-iou", "ch01-mask-dice", "total", "max", "percent",
                        "status"]
     students = [r[0] for r in rows[1:]]
-    assert students == sorted(students) and len(students) == 11
+    assert students == sorted(students) and len(students) == 12
     by_name = {r[0]: r for r in rows[1:]}
     assert by_name["alice"][1:] == ["2", "2", "4", "4", "100.0", "ok"]
     assert by_name["carol"][1:] == ["2", "0", "2", "4", "50.0", "ok"]
