@@ -226,7 +226,7 @@ def read_notebook(path: Path) -> dict:
     if path.stat().st_size > MAX_NOTEBOOK_BYTES:
         raise InvalidNotebook(f"the file is larger than {MAX_NOTEBOOK_BYTES // 2**20} MB")
     try:
-        nb = json.loads(path.read_bytes().decode("utf-8"))
+        nb = json.loads(path.read_bytes().decode("utf-8-sig"))  # a BOM from some editors
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise InvalidNotebook(f"not a notebook (bad JSON: {str(err)[:200]})") from None
     if not isinstance(nb, dict) or nb.get("nbformat") != 4 or not isinstance(nb.get("cells"),

@@ -500,3 +500,13 @@ def test_a_terminated_grader_leaves_no_process_behind(tmp_path: Path) -> None:
         assert not [p for p in below if _alive(p)]
     finally:
         grader.kill()
+
+
+def test_read_notebook_takes_a_byte_order_mark_and_refuses_nbformat_3(tmp_path: Path) -> None:
+    bom = tmp_path / "bom.ipynb"
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps(_solution()).encode("utf-8"))
+    assert grading.read_notebook(bom)["cells"] == _solution()["cells"]
+    old = tmp_path / "v3.ipynb"
+    old.write_text(json.dumps({"nbformat": 3, "worksheets": [{"cells": []}]}), encoding="utf-8")
+    with pytest.raises(grading.InvalidNotebook, match="nbformat-4"):
+        grading.read_notebook(old)
