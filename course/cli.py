@@ -4,6 +4,8 @@
   ``COCOeval.summarize()`` prints, computed by :func:`course.ap.coco_evaluate`;
   ``--per-class`` adds AP per class. On large sets a progress bar runs on stderr while the
   files are read.
+- ``pq --gt-json panoptic_val2017.json --pred-json predictions.json``: Panoptic Quality of
+  COCO panoptic files (PNG + json), the table panopticapi prints; see :mod:`course.cli_pq`.
 - ``train --minutes 10 --out runs/x``: trains the compact Mask R-CNN on the shapes with
   :func:`course.train.train`, saves ``runs/x/model.pt`` and prints the validation summary.
 - ``evaluate runs/x``: the COCO summary of a trained model on the validation split.
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from course.cli_model import add_model_commands, run_model_command
+from course.cli_pq import add_pq_command, run_pq_command
 from course.cli_teaching import TEACHING_COMMANDS, add_teaching_commands, run_teaching_command
 from course.cocoeval.evaluate import coco_evaluate  # numpy only: eval starts without torch
 from course.cocoeval.json_io import load_ground_truth, load_results
@@ -57,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--per-class", action="store_true", help="also print AP per class")
     evaluate.add_argument("--json", action="store_true",
                           help="print the 12 stats (and per-class AP) as JSON, full precision")
+    add_pq_command(commands)
     add_model_commands(commands)
     add_teaching_commands(commands)
     return parser
@@ -75,6 +79,15 @@ def evaluate_files(gt: Path, results: Path, iou_type: str, per_class: bool,
               "annotation as a false positive and the object as missed; this evaluation does "
               "not use ids and counts the match. Number annotations from 1 to get the same "
               "numbers from both.", file=sys.stderr)
+    if truth.duplicate_ids:
+        print(f"warning: {gt} has {truth.duplicate_ids} annotation(s) whose id a later one "
+              "repeats. pycocotools keeps one annotation per id, the last, and reads it in "
+              "place of each annotation with that id; this evaluation does the same. Give "
+              "each annotation its own id to evaluate every one.", file=sys.stderr)
+    if truth.dropped:
+        print(f"note: {truth.dropped} annotations of {gt} have a category_id that is not "
+              "among its categories; they are not evaluated (as in pycocotools)",
+              file=sys.stderr)
     predictions, dropped = load_results(results, truth, iou_type, _progress)
     if dropped:
         print(f"note: {dropped} results have a category_id that is not among the ground "
@@ -99,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "eval":
             print(evaluate_files(args.gt, args.results, args.iou_type, args.per_class,
                                  args.json))
+        elif args.command == "pq":
+            print(run_pq_command(args))
         elif args.command in TEACHING_COMMANDS:
             return run_teaching_command(args)
         else:

@@ -5,9 +5,9 @@ The COCO panoptic encoding, used throughout the course:
 - an ``[H, W]`` integer map of segment ids, where ``void`` (0) means unlabelled; in the PNG
   files the id of a pixel is ``R + 256 G + 256**2 B`` (:func:`rgb_to_id`, :func:`id_to_rgb`);
 - for each map, its segments ``{id: (category_id, iscrowd)}``; panopticapi's
-  ``segments_info`` list of dicts (``id``, ``category_id``, ``iscrowd``) is accepted too, and
-  so is ``{id: category_id}`` (not crowd). :func:`as_segments` reads any of the three into a
-  :class:`SegmentTable`.
+  ``segments_info`` list of dicts (``id``, ``category_id``, ``iscrowd``, ``area``) is
+  accepted too, and so is ``{id: category_id}`` (not crowd). :func:`as_segments` reads any of
+  the three into a :class:`SegmentTable`.
 
 The other common encoding, a ``(category, instance)`` pair per pixel (torchmetrics,
 Cityscapes), converts with :func:`pairs_to_panoptic` and :func:`panoptic_to_pairs`;
@@ -111,34 +111,43 @@ class SegmentTable:
         crowd (ndarray[S]): bool crowd flag of each segment.
         listed (ndarray[S]): int64 position of each segment in the list it was read from
             (panopticapi's crowd rule depends on that order).
+        area (ndarray[S]): int64 ``area`` of each segment as its ``segments_info`` entry gives
+            it, -1 where none is given (panopticapi takes a ground-truth area from there).
     """
 
     ids: np.ndarray
     categories: np.ndarray
     crowd: np.ndarray
     listed: np.ndarray
+    area: np.ndarray
 
     def __len__(self) -> int:
         return len(self.ids)
 
 
-def _segment_rows(segments: Segments, name: str) -> list[tuple[Any, Any, Any]]:
-    """``(id, category_id, iscrowd)`` of each segment, in the order listed."""
+_Row = tuple[Any, Any, Any, Any]  # id, category_id, iscrowd, area (None when not given)
+
+
+def _segment_rows(segments: Segments, name: str, prediction: bool) -> list[_Row]:
+    """``(id, category_id, iscrowd, area)`` of each segment, in the order listed."""
     if isinstance(segments, Mapping):
         rows = []
         for sid, value in segments.items():
             if isinstance(value, tuple | list) or (
                     isinstance(value, Sequence) and not isinstance(value, str)):
                 if len(value) == 2:
-                    rows.append((sid, value[0], value[1]))
+                    rows.append((sid, value[0], False if prediction else value[1], None))
                     continue
-            rows.append((sid, value, False))
+            rows.append((sid, value, False, None))
         return rows
     if not isinstance(segments, Sequence) or isinstance(segments, str):
         raise TypeError(f"{name} must be a dict {{id: (category_id, iscrowd)}} or a list of "
                         f"segments_info dicts, got {type(segments).__name__}")
     try:
-        return [(info["id"], info["category_id"], info.get("iscrowd", 0)) for info in segments]
+        if prediction:  # panopticapi reads neither iscrowd nor area of a prediction
+            return [(info["id"], info["category_id"], False, None) for info in segments]
+        return [(info["id"], info["category_id"], info.get("iscrowd", 0), info.get("area"))
+                for info in segments]
     except (TypeError, KeyError, AttributeError):
         i = next(i for i, info in enumerate(segments) if not isinstance(info, Mapping)
                  or "id" not in info or "category_id" not in info)
@@ -146,7 +155,8 @@ def _segment_rows(segments: Segments, name: str) -> list[tuple[Any, Any, Any]]:
                         "(panopticapi's segments_info)") from None
 
 
-def _check_row(sid: Any, cat: Any, crowd: Any, name: str, void: int) -> None:
+def _check_row(row: _Row, name: str, void: int) -> None:
+    sid, cat, crowd, area = row
     if not is_int(sid) or not is_int(cat):
         raise TypeError(f"{name}: segment ids and category ids must be integers, "
                         f"got id {sid!r} with category {cat!r}")
@@ -156,31 +166,45 @@ def _check_row(sid: Any, cat: Any, crowd: Any, name: str, void: int) -> None:
         raise ValueError(f"{name}: segment id {sid} is negative")
     if sid == void:
         raise ValueError(f"{name}: segment id {sid} is the void id; void is not a segment")
+    if area is not None and not (isinstance(area, int | float | np.integer | np.floating)
+                                 and not isinstance(area, bool) and area >= 0
+                                 and float(area).is_integer()):
+        raise ValueError(f"{name}: area of segment {sid} must be a whole number of pixels "
+                         f">= 0, got {area!r}")
 
 
-def as_segments(segments: Segments, name: str = "segments", void: int = 0) -> SegmentTable:
+def as_segments(segments: Segments, name: str = "segments", void: int = 0, *,
+                prediction: bool = False) -> SegmentTable:
     """Read ``{id: (category_id, iscrowd)}``, ``{id: category_id}`` or a ``segments_info`` list.
+
+    With ``prediction``, ``iscrowd`` and ``area`` are not read (panopticapi reads neither of
+    a predicted segment): every segment is not crowd and has no listed area.
 
     Raises:
         TypeError: on a wrong container or a non-integer id / category.
-        ValueError: on a repeated id, a negative id, or the void id used as a segment.
+        ValueError: on a repeated id, a negative id, the void id used as a segment, an
+            ``iscrowd`` other than 0 / 1 or an ``area`` that is not a whole number >= 0.
     """
-    rows = _segment_rows(segments, name)
-    ids, cats, crowds = ([r[k] for r in rows] for k in range(3))
-    plain = ({type(x) for x in ids + cats} <= {int} and {type(c) for c in crowds} <= {int, bool}
-             and set(crowds) <= {0, 1})  # the usual case, checked without a loop of our own
+    rows = _segment_rows(segments, name, prediction)
+    ids, cats, crowds, areas = ([r[k] for r in rows] for k in range(4))
+    given = [a for a in areas if a is not None]
+    plain = ({type(x) for x in ids + cats + given} <= {int}
+             and {type(c) for c in crowds} <= {int, bool} and set(crowds) <= {0, 1}
+             and min(given, default=0) >= 0)  # the usual case, checked without a loop
     if not plain or void in ids or (ids and min(ids) < 0):
-        for sid, cat, crowd in rows:
-            _check_row(sid, cat, crowd, name, void)
-    table = np.array([ids, cats], dtype=np.int64).reshape(2, len(rows))  # [2, S]
+        for row in rows:
+            _check_row(row, name, void)
+    areas = [-1 if a is None else a for a in areas]
+    table = np.array([ids, cats, areas], dtype=np.int64).reshape(3, len(rows))  # [3, S]
     crowd = np.array(crowds, dtype=bool).reshape(len(rows))  # [S]
     if all(a < b for a, b in zip(ids, ids[1:], strict=False)):  # ascending already
-        return SegmentTable(table[0], table[1], crowd, np.arange(len(rows)))
+        return SegmentTable(table[0], table[1], crowd, np.arange(len(rows)), table[2])
     order = np.argsort(table[0], kind="stable")  # [S]
     sorted_ids = table[0, order]
-    if bool((sorted_ids[1:] == sorted_ids[:-1]).any()):
-        raise ValueError(f"{name}: a segment id is listed twice")
-    return SegmentTable(sorted_ids, table[1, order], crowd[order], order)
+    twice = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
+    if len(twice):
+        raise ValueError(f"{name}: segment id {int(sorted_ids[twice[0]])} is listed twice")
+    return SegmentTable(sorted_ids, table[1, order], crowd[order], order, table[2, order])
 
 
 def segment_rows(ids: np.ndarray, table: SegmentTable, void: int, name: str) -> np.ndarray:

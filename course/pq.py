@@ -26,8 +26,11 @@ so ``PQ = SQ x RQ`` for each category. The reported PQ, SQ and RQ are plain mean
 categories with ``tp + fp + fn > 0``, and a mean of products is not the product of means:
 the averaged PQ is *not* the averaged SQ times the averaged RQ.
 
-Two details of panopticapi are kept so that the numbers agree with it:
+Three details of panopticapi are kept so that the numbers agree with it:
 
+- the area of a ground-truth segment in the union is the ``area`` its ``segments_info`` entry
+  lists, where it lists one (COCO's json files do), not its pixels in the map; the two agree
+  on well-made files. A predicted segment's area is always counted in the map;
 - one crowd region per category and image: when several crowd segments share a category, only
   the last one listed counts for the false-positive rule (panopticapi keeps them in a dict
   keyed by category);
@@ -265,7 +268,7 @@ def _prepare(gt_ids: IdMap, gt_segments: Segments, pred_ids: IdMap, pred_segment
     gt_ids, pred_ids = id_array(gt_ids, "gt_ids"), id_array(pred_ids, "pred_ids")
     _check_same_shape(gt_ids, pred_ids)
     gt = as_segments(gt_segments, "gt_segments", void)
-    pred = as_segments(pred_segments, "pred_segments", void)
+    pred = as_segments(pred_segments, "pred_segments", void, prediction=True)
     cats = np.array(sorted({*gt.categories.tolist(), *pred.categories.tolist()}),
                     dtype=np.int64)  # [K] every category of either list, ascending
     if categories is not None:
@@ -290,9 +293,10 @@ def pq_stats(gt_ids: IdMap, gt_segments: Segments, pred_ids: IdMap, pred_segment
 
     Args:
         gt_ids (Tensor[H, W]): ground-truth segment ids, ``void`` where unlabelled.
-        gt_segments: ``{id: (category_id, iscrowd)}`` or panopticapi's ``segments_info`` list.
+        gt_segments: ``{id: (category_id, iscrowd)}`` or panopticapi's ``segments_info`` list
+            (whose ``area``, where given, is the segment's area in the union; see above).
         pred_ids (Tensor[H, W]): predicted segment ids, ``void`` where nothing is predicted.
-        pred_segments: as ``gt_segments`` (``iscrowd`` is not used for predictions).
+        pred_segments: as ``gt_segments`` (``iscrowd`` and ``area`` are not read).
         void (int): the id of unlabelled pixels.
         categories (collection of int, optional): the known categories; a segment of another
             category is an error, and every known category gets a row (zeros if absent).
@@ -312,7 +316,8 @@ def pq_stats(gt_ids: IdMap, gt_segments: Segments, pred_ids: IdMap, pred_segment
     panopticapi = rule == "panopticapi"
     g, p, inter = o.gt, o.pred, o.inter  # [T] the pairs of segments that share pixels
 
-    union = o.pred_area[p] + o.gt_area[g] - inter - o.on_void[p]  # [T]
+    gt_area = np.where(gt.area >= 0, gt.area, o.gt_area) if panopticapi else o.gt_area  # [G]
+    union = o.pred_area[p] + gt_area[g] - inter - o.on_void[p]  # [T]
     can_match = gt.categories[g] == pred.categories[p]  # [T]
     if panopticapi:
         can_match &= ~gt.crowd[g]
@@ -395,7 +400,9 @@ def pq_stats_loop(gt_ids: IdMap, gt_segments: Segments, pred_ids: IdMap,
             inter = int((g & p).sum())
             if inter == 0:
                 continue
-            union = int(p.sum()) + int(g.sum()) - inter - int((p & gt_void).sum())
+            listed_area = int(gt.area[i]) if panopticapi else -1
+            gt_area = listed_area if listed_area >= 0 else int(g.sum())
+            union = int(p.sum()) + gt_area - inter - int((p & gt_void).sum())
             if not panopticapi:
                 union -= int((g & pred_void).sum())
             iou = inter / union

@@ -16,7 +16,19 @@ reading the same files (PNG + json in the COCO panoptic format), including its q
   predicted category not in the ground truth's categories raise ``KeyError``;
 - ground-truth ids in the PNG that the json does not list are skipped, not treated as void;
 - for the false-positive rule a category has one crowd region: the last crowd segment listed;
-- a category with ``tp + fp + fn == 0`` gets zeros and is left out of the means.
+- a category with ``tp + fp + fn == 0`` gets zeros and is left out of the means; a group
+  (All, Things, Stuff) with no category left divides by zero (``ZeroDivisionError``);
+- the PNG is read as ``rgb2id(np.array(Image.open(path), dtype=np.uint32))`` (RGBA: alpha
+  ignored; palette, grayscale and 16-bit PNGs raise, see :func:`decode_png`); each image is
+  found by its own annotation's ``file_name`` in its own folder;
+- only ``annotations`` are read from the prediction json and ``annotations`` and
+  ``categories`` from the ground truth (``images`` is not); a later entry with the same
+  ``image_id``, or the same segment ``id`` in one ``segments_info``, replaces an earlier one;
+- a ground-truth segment without ``iscrowd`` or (when a pair needs it) ``area``, or a category
+  without ``isthing``, raise ``KeyError``; a prediction's ``iscrowd`` and ``area`` are not
+  read (the area is recounted in the PNG);
+- a ground-truth segment of a category not in ``categories`` is counted, under that category,
+  but only the listed categories are averaged, so it is left out of the results.
 
 It is independent of ``course`` on purpose: the tests compare ``course.pq`` with it.
 """
@@ -40,9 +52,17 @@ def encode_ids(ids: np.ndarray) -> np.ndarray:
 
 
 def decode_png(path: Path) -> np.ndarray:
-    """A COCO panoptic PNG to its ``[H, W]`` uint32 segment ids."""
-    rgb = np.array(Image.open(path), dtype=np.uint32)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+    """A COCO panoptic PNG to its ``[H, W]`` uint32 segment ids, as panopticapi reads it.
+
+    The pixels as PIL gives them, then ``rgb2id``: channels 0, 1, 2 of a 3-D array (so the
+    alpha of an RGBA PNG is left out, and a two-channel 'LA' PNG has no channel 2); a 2-D
+    array (palette, grayscale, 16-bit) falls through to ``rgb2id``'s branch for one colour,
+    ``int(row 0 + 256 row 1 + 256**2 row 2)``, which raises on any image wider than a pixel.
+    """
+    pixels = np.array(Image.open(path), dtype=np.uint32)
+    if pixels.ndim == 3:
+        return pixels[:, :, 0] + 256 * pixels[:, :, 1] + 256 * 256 * pixels[:, :, 2]
+    return int(pixels[0] + 256 * pixels[1] + 256 * 256 * pixels[2])
 
 
 def write_png(path: Path, ids: np.ndarray) -> None:
@@ -161,17 +181,26 @@ def average(counts: dict[int, CategoryCounts], categories: dict,
     return {"pq": pq / n, "sq": sq / n, "rq": rq / n, "n": n}, per_class
 
 
-def pq_compute(gt_json_file: Path, pred_json_file: Path, gt_folder: Path,
-               pred_folder: Path) -> tuple[dict, dict[int, CategoryCounts]]:
-    """The results ``pq_compute`` returns, and the summed per-category counts behind them."""
+def pq_compute(gt_json_file: Path, pred_json_file: Path, gt_folder: Path | None = None,
+               pred_folder: Path | None = None) -> tuple[dict, dict[int, CategoryCounts]]:
+    """The results ``pq_compute`` returns, and the summed per-category counts behind them.
+
+    A folder left out is the json's path without ``.json``; a missing folder or a ground-truth
+    image with no prediction raise a plain ``Exception``, as there.
+    """
     gt_json = json.loads(Path(gt_json_file).read_text())
     pred_json = json.loads(Path(pred_json_file).read_text())
+    gt_folder = gt_folder or str(gt_json_file).replace(".json", "")
+    pred_folder = pred_folder or str(pred_json_file).replace(".json", "")
     categories = {c["id"]: c for c in gt_json["categories"]}
+    for folder, what in ((gt_folder, "ground truth"), (pred_folder, "predicted")):
+        if not Path(folder).is_dir():
+            raise Exception(f"Folder {folder} with {what} segmentations doesn't exist")
     predictions = {a["image_id"]: a for a in pred_json["annotations"]}
     total: dict[int, CategoryCounts] = {}
     for gt_ann in gt_json["annotations"]:
         if gt_ann["image_id"] not in predictions:
-            raise KeyError(f"no prediction for image {gt_ann['image_id']}")
+            raise Exception(f"no prediction for the image with id: {gt_ann['image_id']}")
         image = one_image(gt_ann, predictions[gt_ann["image_id"]], gt_folder, pred_folder,
                           categories)
         for cat, c in image.items():

@@ -76,3 +76,26 @@ def test_segment_rows_name_unknown_ids():
     assert segment_rows(ids, table, 0, "ids").tolist() == [[0, 1, 2, 2]]
     with pytest.raises(ValueError, match=r"\[7\] that are not in segments"):
         segment_rows(np.array([[7, 5]]), table, 0, "ids")
+
+
+def test_segments_info_areas_are_read_for_the_ground_truth_only():
+    info = [{"id": 3, "category_id": 1, "iscrowd": 1, "area": 12},
+            {"id": 2, "category_id": 2, "area": 7.0}, {"id": 5, "category_id": 2}]
+    table = as_segments(info)
+    assert table.ids.tolist() == [2, 3, 5] and table.area.tolist() == [7, 12, -1]
+    assert table.area.dtype == np.int64
+    assert as_segments({1: (2, 0)}).area.tolist() == [-1]
+    # a prediction's iscrowd and area are not read, whatever they hold (panopticapi's too)
+    odd = [{"id": 3, "category_id": 1, "iscrowd": 5, "area": -2.5}]
+    pred = as_segments(odd, prediction=True)
+    assert pred.crowd.tolist() == [False] and pred.area.tolist() == [-1]
+    assert as_segments({1: (2, 1)}, prediction=True).crowd.tolist() == [False]
+    for bad in (-2, 2.5, "9", True):
+        with pytest.raises(ValueError, match="area of segment 3 must be a whole number"):
+            as_segments([{"id": 3, "category_id": 1, "area": bad}])
+
+
+def test_a_repeated_segment_id_is_named():
+    with pytest.raises(ValueError, match="segment id 8 is listed twice"):
+        as_segments([{"id": 9, "category_id": 1}, {"id": 8, "category_id": 1},
+                     {"id": 8, "category_id": 2}])

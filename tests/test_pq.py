@@ -261,8 +261,8 @@ def test_the_comparison_catches_void_and_crowd_compared_to_half_separately(tmp_p
 
 def test_the_comparison_catches_the_void_term_left_out_of_the_union(tmp_path, load_mutant):
     mutant = load_mutant(course.pq,
-                         "union = o.pred_area[p] + o.gt_area[g] - inter - o.on_void[p]",
-                         "union = o.pred_area[p] + o.gt_area[g] - inter")
+                         "union = o.pred_area[p] + gt_area[g] - inter - o.on_void[p]",
+                         "union = o.pred_area[p] + gt_area[g] - inter")
     with pytest.raises(AssertionError):
         assert_equals_reference(mutant, tmp_path, random_set(1))
 
@@ -272,6 +272,14 @@ def test_reference_raises_where_panopticapi_does(tmp_path):
     info = [{"id": 1, "category_id": 4, "iscrowd": 0, "area": 9}]
     files = write_coco_panoptic(tmp_path, [(gt, info, gt * 2, [{"id": 1, "category_id": 4}])])
     with pytest.raises(KeyError, match="PNG but not in the json"):
+        reference.pq_compute(*files)
+    files = write_coco_panoptic(tmp_path / "two", [(gt, info, gt, [{"id": 1, "category_id": 4}])])
+    with pytest.raises(ZeroDivisionError):  # no thing category was seen: Things has n = 0
+        reference.pq_compute(files[0], files[1])  # (the folders: the json paths, no .json)
+    assert math.isnan(panoptic_quality([read_coco_panoptic(*files)[0]], [1], [4])["Things"]["pq"])
+    pred = json.loads(files[1].read_text())
+    files[1].write_text(json.dumps({**pred, "annotations": []}))
+    with pytest.raises(Exception, match="no prediction for the image with id: 0"):
         reference.pq_compute(*files)
 
 
@@ -362,6 +370,24 @@ def test_only_the_last_crowd_segment_of_a_category_counts():
     for fn in (pq_stats, pq_stats_loop):
         assert fn(gt, first_listed, pred, {2: 1}).fp.tolist() == [1]  # segment 3 is the region
         assert fn(gt, first_listed[::-1], pred, {2: 1}).fp.tolist() == [0]
+
+
+def test_the_listed_area_of_a_gt_segment_is_its_area_in_the_union():
+    # as panopticapi: a 4-pixel segment listed with area 6 gives IoU 3 / (3 + 6 - 3) = 1/2
+    gt = torch.tensor([[1, 1, 1, 1]])
+    pred = torch.tensor([[2, 2, 2, 0]])
+    listed = [{"id": 1, "category_id": 1, "iscrowd": 0, "area": 6}]
+    assert pq_stats(gt, listed, pred, {2: 1}).as_dict() == {1: [0.0, 0, 1, 1]}
+    assert pq_stats(gt, {1: (1, 0)}, pred, {2: 1}).as_dict() == {1: [0.75, 1, 0, 0]}
+    assert pq_stats(gt, [{**listed[0], "area": 4}], pred, {2: 1}).as_dict()[1][1] == 1
+    # a prediction's area is always counted in its map, and torchmetrics' rule has no json
+    assert pq_stats(gt, {1: (1, 0)}, pred, [{"id": 2, "category_id": 1, "area": 99}]
+                    ).as_dict() == {1: [0.75, 1, 0, 0]}
+    assert pq_stats(gt, listed, pred, {2: 1}, rule="torchmetrics").as_dict()[1][1] == 1
+    for gt_ids, gt_info, pred_ids, pred_info in random_set(12, n=4):
+        grown = [{**s, "area": s["area"] + 3} for s in gt_info]
+        assert_same_stats(pq_stats(gt_ids, grown, pred_ids, pred_info),
+                          pq_stats_loop(gt_ids, grown, pred_ids, pred_info))
 
 
 def test_a_listed_gt_segment_with_no_pixels_is_a_false_negative():
