@@ -58,7 +58,7 @@ from torch import Tensor
 
 from course.cocoeval import engine
 from course.cocoeval.common import coco_box_iou, to_numpy
-from course.cocoeval.dataset import Image, prepare
+from course.cocoeval.dataset import Image, prepare, select
 from course.cocoeval.evaluate import coco_evaluate
 from course.cocoeval.result import (
     AREA_NAMES,
@@ -209,6 +209,7 @@ def coco_evaluate_reference(ground_truth: Sequence[dict[str, Any]],
     """
     params = params or COCOParams()
     dataset = prepare(ground_truth, predictions, iou_type, categories, None)
+    dataset = select(dataset, params.image_ids, params.use_cats)
     num_k, num_a = len(dataset.categories), len(params.area_ranges)
     evaluations = [[[] for _ in range(num_a)] for _ in range(num_k)]  # [K][A] -> per image
     for k, category in enumerate(dataset.categories.tolist()):

@@ -268,3 +268,33 @@ def _raise_unknown_label(cats: np.ndarray, ground_truth: Sequence[dict],
                     "to evaluate the ground truth's classes and skip other detections (as "
                     "COCOeval skips categories it does not evaluate)")
 
+
+def _by_category(objects: Objects) -> Objects:
+    """The objects in ascending category, in their own order within each, all of class -1."""
+    order = np.argsort(objects.labels, kind="stable")
+    geometry = objects.geometry.select(order) if isinstance(objects.geometry, RLEMasks) \
+        else objects.geometry[order]
+    return Objects(np.full(len(order), -1, dtype=np.int64), objects.area[order],
+                   objects.crowd[order], objects.scores[order], geometry)
+
+
+def select(dataset: Dataset, image_ids: Sequence[int] | None, use_cats: bool) -> Dataset:
+    """COCOeval's ``params.imgIds`` and ``params.useCats`` applied to a prepared dataset.
+
+    ``image_ids``: only these images are evaluated (ids that are not images of the ground
+    truth are passed over, as COCOeval does); ``None`` keeps all. ``use_cats=False`` pools
+    the classes into one, ``-1``, as COCOeval does: each image's objects and detections are
+    put in ascending class (the order COCOeval lists them in, which decides ties), then any
+    detection may match any object. The evaluated classes still choose what takes part.
+    """
+    images = dataset.images
+    if image_ids is not None:
+        wanted = {int(i) for i in image_ids}
+        images = [im for im in images if im.image_id in wanted]
+    categories = dataset.categories
+    if not use_cats:
+        images = [Image(im.image_id, im.size, _by_category(im.gt), _by_category(im.dt))
+                  for im in images]
+        categories = np.array([-1], dtype=np.int64)
+    return Dataset(images, categories, dataset.iou_type, dataset.skipped)
+

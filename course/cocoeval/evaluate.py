@@ -13,7 +13,7 @@ from typing import Any
 
 from course.cocoeval import engine
 from course.cocoeval.common import Progress
-from course.cocoeval.dataset import prepare
+from course.cocoeval.dataset import prepare, select
 from course.cocoeval.result import COCOParams, COCOResult, make_result
 
 
@@ -57,5 +57,6 @@ def coco_evaluate(ground_truth: Sequence[Any], predictions: Sequence[Any],
     """
     params = params or COCOParams()
     dataset = prepare(ground_truth, predictions, iou_type, categories, progress)
+    dataset = select(dataset, params.image_ids, params.use_cats)
     precision, recall = engine.evaluate(dataset, params)  # every image and class at once
     return make_result(dataset, precision, recall, params)

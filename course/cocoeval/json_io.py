@@ -46,12 +46,18 @@ class CocoGroundTruth:
         sizes: image id -> ``(height, width)``.
         zero_ids: how many annotations have the id 0, which pycocotools would count as
             unmatched (see the module docstring); ours does not.
+        duplicate_ids: how many annotations share their id with a later one; they are read
+            as pycocotools reads them (see :func:`load_ground_truth`).
+        dropped: how many annotations have a ``category_id`` that is not among the
+            categories; they are not evaluated, as in ``COCOeval``.
     """
 
     images: list[dict[str, Any]]
     categories: dict[int, str]
     sizes: dict[int, tuple[int, int]]
     zero_ids: int = 0
+    duplicate_ids: int = 0
+    dropped: int = 0
 
 
 def _read(source: str | PathLike | dict | list, what: str) -> Any:
@@ -135,15 +141,16 @@ def _read_images(images: list[Any], iou_type: str
     for i, img in enumerate(images):
         if not isinstance(img, dict) or "id" not in img:
             raise ValueError(f"images[{i}] must be an object with an 'id'")
-        if isinstance(img["id"], bool) or not isinstance(img["id"], int):
+        if not _is_whole(img["id"]):
             raise ValueError(f"images[{i}]['id'] must be an integer, got {img['id']!r} (image "
                              "ids are integers here; renumber the images to evaluate)")
-        if img["id"] in position:
-            raise ValueError(f"images[{i}]['id'] = {img['id']} is listed twice")
-        position[img["id"]] = i
+        image_id = int(img["id"])
+        if image_id in position:
+            raise ValueError(f"images[{i}]['id'] = {image_id} is listed twice")
+        position[image_id] = i
         if iou_type == "segm" and ("height" not in img or "width" not in img):
             raise ValueError(f"images[{i}] needs 'height' and 'width' to decode segmentations")
-        sizes[img["id"]] = (_image_size(img.get("height", 0), f"images[{i}]['height']"),
+        sizes[image_id] = (_image_size(img.get("height", 0), f"images[{i}]['height']"),
                             _image_size(img.get("width", 0), f"images[{i}]['width']"))
     return sizes, position
 
@@ -164,23 +171,61 @@ def load_ground_truth(source: str | PathLike | dict, iou_type: str = "segm",
     ignored (an ``ignore`` field is not used: COCOeval overwrites it with ``iscrowd``), and
     ``area`` decides the size range; where ``area`` is missing, the mask's pixel count
     (``bbox`` area for ``iou_type="bbox"``) is used, where pycocotools would fail. Annotation
-    ids are not used (see the module docstring on id 0).
+    ids are not used (see the module docstring on id 0), except where two annotations share
+    one: pycocotools then reads the last annotation with that id in place of each of them
+    (``COCO.createIndex`` keeps one per id), and so does this reader. That reading is the one
+    of an evaluation of every image and class; with ``imgIds`` or ``catIds`` narrowed,
+    pycocotools would pick the copies among the narrowed annotations only. Annotations of a
+    category that ``categories`` does not list are left out, as ``COCOeval`` passes over them
+    (counted in :attr:`CocoGroundTruth.dropped`).
 
     Raises:
         ValueError: naming the field, for a file without ``annotations``, ``images`` or
-            ``categories``, an annotation of an unknown image or category, or a malformed
-            segmentation or box.
+            ``categories``, an annotation of an unknown image, or a malformed segmentation
+            or box.
     """
     _check_iou_type(iou_type)
     data = _ground_truth_dict(_read(source, "ground truth"))
     categories = _read_categories(data["categories"])
     sizes, position = _read_images(data["images"], iou_type)
     anns = data["annotations"]
-    fields = _annotation_fields(anns, position, categories, iou_type, progress or no_progress)
-    ids = [img["id"] for img in data["images"]]
+    fields = _annotation_fields(anns, position, iou_type, progress or no_progress)
+    ids = list(position)  # in file order
+    ann_ids = [a.get("id") for a in anns]
+    fields, dropped = _as_cocoeval_reads(fields, ann_ids, ids, categories)
     images = _ground_truth_images(ids, sizes, fields, iou_type)
-    zero_ids = sum(1 for ann in anns if ann.get("id", None) == 0)
-    return CocoGroundTruth(images, categories, sizes, zero_ids)
+    named = [a for a in ann_ids if a is not None]
+    return CocoGroundTruth(images, categories, sizes, sum(1 for a in ann_ids if a == 0),
+                           len(named) - len(set(named)), dropped)
+
+
+def _as_cocoeval_reads(fields: tuple[Any, ...], ann_ids: list[Any], image_ids: list[int],
+                       categories: dict[int, str]) -> tuple[tuple[Any, ...], int]:
+    """The annotations ``COCOeval`` evaluates, as it reads them: ``(fields, dropped)``.
+
+    It passes over annotations of a category not among ``categories`` (``dropped`` counts
+    them). Where two annotations share an id, ``COCO.createIndex`` keeps one, the last, while
+    each image still lists every annotation it holds; reading the images in ascending id, and
+    for each listed annotation the one kept under its id, it reads an annotation whose id
+    comes again later as that later one (in the later one's image, once for each time the id
+    occurs) and itself not at all. Annotations without an id (which pycocotools cannot read)
+    are taken as they are.
+    """
+    known = np.isin(fields[1], list(categories))
+    last = {a: i for i, a in enumerate(ann_ids) if a is not None}
+    unique = len(last) == sum(a is not None for a in ann_ids)
+    if unique and known.all():
+        return fields, 0  # nothing changes
+    read = np.flatnonzero(known)
+    if not unique:
+        source = np.array([i if a is None else last[a] for i, a in enumerate(ann_ids)],
+                          dtype=np.int64)
+        rank = np.argsort(np.argsort(np.array(image_ids), kind="stable"), kind="stable")
+        read = source[read[np.argsort(rank[fields[0][read]], kind="stable")]]
+        read = read[known[read]]  # read as an annotation of a category not evaluated
+    geometry = fields[4][read] if isinstance(fields[4], np.ndarray) else \
+        [fields[4][i] for i in read]
+    return (*(f[read] for f in fields[:4]), geometry), int((~known).sum())
 
 
 def _ground_truth_images(ids: list[int], sizes: dict[int, tuple[int, int]],
@@ -214,17 +259,25 @@ def _ground_truth_images(ids: list[int], sizes: dict[int, tuple[int, int]],
     return images
 
 
+def _is_whole(value: Any) -> bool:
+    """Whether a json id is a whole number: an int (not a bool), or a float such as ``7.0``,
+    which pycocotools takes for the int (``7.0 == 7`` in its lookups)."""
+    return (isinstance(value, int) and not isinstance(value, bool)) or \
+        (isinstance(value, float) and value.is_integer())
+
+
 def _integer_ids(values: list[Any]) -> np.ndarray:
-    """Category ids as int64; a ValueError (the caller then names the culprit) when one is not
-    an integer, so that 1.5 is never read as 1."""
+    """Category ids as int64 (``7.0`` read as 7); a ValueError (the caller then names the
+    culprit) when one is not a whole number, so that 1.5 is never read as 1."""
     array = np.array(values)
-    if len(values) and array.dtype.kind not in "iu":
+    if len(values) and array.dtype.kind not in "iu" and not (
+            array.dtype.kind == "f" and np.array_equal(array, np.floor(array))):
         raise ValueError("category ids must be integers")
     return array.astype(np.int64)
 
 
-def _annotation_fields(anns: list[dict], position: dict, categories: dict, iou_type: str,
-                       progress: Progress) -> tuple[Any, ...]:
+def _annotation_fields(anns: list[dict], position: dict, iou_type: str, progress: Progress
+                       ) -> tuple[Any, ...]:
     """Image position, label, crowd flag, area (NaN if absent) and geometry of each annotation."""
     key = "segmentation" if iou_type == "segm" else "bbox"
     items = list(progress(anns, "reading ground truth"))
@@ -237,10 +290,6 @@ def _annotation_fields(anns: list[dict], position: dict, categories: dict, iou_t
     except (KeyError, TypeError, ValueError, AttributeError):
         _explain_bad_annotations(items, position, key, iou_type)
         raise
-    if len(labels) and not np.isin(labels, list(categories)).all():
-        i = int(np.argmax(~np.isin(labels, list(categories))))
-        raise ValueError(f"annotations[{i}]['category_id'] = {int(labels[i])} is not among the "
-                         f"categories {list(categories)}")
     if iou_type == "bbox":
         geometry = _bbox_array(geometry, [f"annotations[{i}]['bbox']" for i in range(len(anns))])
     return image_of, labels, crowd, area, geometry
@@ -254,8 +303,7 @@ def _explain_bad_annotations(anns: list[Any], position: dict, key: str, iou_type
         if ann.get("image_id") not in position:
             raise ValueError(f"annotations[{i}]['image_id'] = {ann.get('image_id')!r} is not "
                              "among the images")
-        if isinstance(ann.get("category_id"), bool) or \
-                not isinstance(ann.get("category_id"), int):
+        if not _is_whole(ann.get("category_id")):
             raise ValueError(f"annotations[{i}]['category_id'] must be an int, got "
                              f"{ann.get('category_id')!r}")
         try:
@@ -302,12 +350,12 @@ def load_results(source: str | PathLike | list, ground_truth: CocoGroundTruth,
     order = kept[order]  # the kept results, image by image
     hw = np.array([ground_truth.sizes[i] for i in ids], dtype=np.int64).reshape(-1, 2)
     obj_hw = hw[image_of[order]]
-    xywh = _result_boxes(boxes, segs, order, obj_hw) if box_areas or iou_type == "bbox" \
-        else np.zeros((len(order), 4))
+    counts, offsets = _result_counts(boxes, segs, order, obj_hw) \
+        if iou_type == "segm" or not box_areas else (None, None)  # masks for IoU or areas
+    xywh = _result_boxes(boxes, order, obj_hw, counts, offsets) \
+        if box_areas or iou_type == "bbox" else np.zeros((len(order), 4))
+    area = xywh[:, 2] * xywh[:, 3] if box_areas else _pixel_counts(counts, offsets)
     out = []
-    if iou_type == "segm":
-        counts, offsets = _result_counts(boxes, segs, order, obj_hw)
-        area = xywh[:, 2] * xywh[:, 3] if box_areas else _pixel_counts(counts, offsets)
     for j, image_id in enumerate(ids):
         lo, hi = bounds[j], bounds[j + 1]
         item = {"image_id": image_id, "labels": labels[order[lo:hi]],
@@ -319,7 +367,7 @@ def load_results(source: str | PathLike | list, ground_truth: CocoGroundTruth,
             item["area"] = area[lo:hi]
         else:
             item["bbox"] = xywh[lo:hi]
-            item["area"] = xywh[lo:hi, 2] * xywh[lo:hi, 3]
+            item["area"] = area[lo:hi]
         out.append(item)
     return out, int(len(results) - len(kept))
 
@@ -368,7 +416,7 @@ def _explain_bad_results(results: list[Any], position: dict) -> None:
     for i, res in enumerate(results):
         if not isinstance(res, dict):
             raise ValueError(f"results[{i}] must be an object")
-        if isinstance(res.get("image_id"), bool) or not isinstance(res.get("image_id"), int):
+        if not _is_whole(res.get("image_id")):
             raise ValueError(f"results[{i}]['image_id'] must be an integer, got "
                              f"{res.get('image_id')!r}")
         if res.get("image_id") not in position:
@@ -382,21 +430,20 @@ def _explain_bad_results(results: list[Any], position: dict) -> None:
         except (TypeError, ValueError):
             raise ValueError(f"results[{i}]['score'] must be a number, got {res['score']!r}") \
                 from None
-        if isinstance(res["category_id"], bool) or not isinstance(res["category_id"], int):
+        if not _is_whole(res["category_id"]):
             raise ValueError(f"results[{i}]['category_id'] must be an int, got "
                              f"{res['category_id']!r}")
 
 
-def _result_boxes(boxes: list[Any], segs: list[Any], order: np.ndarray,
-                  obj_hw: np.ndarray) -> np.ndarray:
-    """``(x, y, w, h)`` of the results ``order``; ``toBbox`` of the mask where none is given."""
+def _result_boxes(boxes: list[Any], order: np.ndarray, obj_hw: np.ndarray,
+                  counts: np.ndarray | None, offsets: np.ndarray | None) -> np.ndarray:
+    """``(x, y, w, h)`` of the results ``order``; ``toBbox`` of the mask where none is given
+    (``counts`` and ``offsets``: the results' masks, end to end, in the order ``order``)."""
     out = _bbox_array([boxes[i] if boxes[i] else [0, 0, 0, 0] for i in order],
                       [f"results[{i}]['bbox']" for i in order])
     rows = np.array([r for r, i in enumerate(order) if not boxes[i]], dtype=np.int64)
     if len(rows):
-        counts, offsets = decode_segmentations([segs[order[r]] for r in rows], obj_hw[rows],
-                                      [f"results[{order[r]}]['segmentation']" for r in rows])
-        out[rows] = coco_bbox_of_counts(counts, offsets, obj_hw[rows, 0])
+        out[rows] = coco_bbox_of_counts(counts, offsets, obj_hw[:, 0])[rows]
     return out
 
 

@@ -31,10 +31,15 @@ class COCOParams:
     Attributes:
         iou_thresholds: IoU thresholds ``T`` (``np.linspace(.5, .95, 10)``).
         recall_thresholds: recall points ``R`` (``np.linspace(0, 1, 101)``), ascending.
-        max_dets: the three per-image, per-class detection limits ``M``, sorted (1, 10, 100).
+        max_dets: the per-image, per-class detection limits ``M``, sorted (1, 10, 100); at
+            least three (the summary reads the first three, and AP also 100).
         area_ranges: ``(low, high)`` for all, small, medium, large (bounds included).
         coco_quirks: keep ``summarize``'s quirks (see the module docstring); ``False`` reads
             AP at ``max_dets[-1]`` and finds 0.5 / 0.75 with ``np.isclose``.
+        image_ids: ``imgIds``: evaluate only these images of the ground truth (ids it lacks
+            are passed over, as in COCOeval); ``None``: all of them.
+        use_cats: ``useCats``: ``False`` pools all evaluated classes into one, ``-1`` (any
+            detection may match any object), as COCOeval does for proposals.
     """
 
     iou_thresholds: tuple[float, ...] = tuple(np.linspace(0.5, 0.95, 10).tolist())
@@ -43,6 +48,8 @@ class COCOParams:
     area_ranges: tuple[tuple[float, float], ...] = ((0, 1e10), (0, 32**2), (32**2, 96**2),
                                                     (96**2, 1e10))
     coco_quirks: bool = True
+    image_ids: tuple[int, ...] | None = None
+    use_cats: bool = True
 
     def __post_init__(self) -> None:
         t = np.asarray(self.iou_thresholds, dtype=np.float64)
@@ -52,11 +59,16 @@ class COCOParams:
         if r.ndim != 1 or not len(r) or (np.diff(r) < 0).any() or not ((r >= 0) & (r <= 1)).all():
             raise ValueError("recall_thresholds must be ascending numbers in [0, 1]")
         m = self.max_dets
-        if len(m) != 3 or any(isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1
-                              for v in m):
-            raise ValueError(f"max_dets must be three positive ints (COCO's summary reads "
-                             f"three), got {m}")
+        if len(m) < 3 or any(isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1
+                             for v in m):
+            raise ValueError(f"max_dets must be at least three positive ints (COCO's summary "
+                             f"reads the first three), got {m}")
         object.__setattr__(self, "max_dets", tuple(sorted(int(v) for v in m)))  # as COCOeval
+        if self.image_ids is not None:
+            ids = tuple(self.image_ids)
+            if any(isinstance(v, bool) or not isinstance(v, int | np.integer) for v in ids):
+                raise ValueError(f"image_ids must be ints (or None for all), got {ids}")
+            object.__setattr__(self, "image_ids", tuple(int(v) for v in ids))
         a = self.area_ranges
         if len(a) != 4 or any(len(pair) != 2 or pair[0] > pair[1] for pair in a):
             raise ValueError("area_ranges must be four (low, high) pairs: all, small, medium, "
@@ -73,7 +85,7 @@ class COCOResult:
         precision (np.ndarray[T, R, K, A, M]): interpolated precision per IoU threshold,
             recall point, class, area range and ``max_dets``; -1 for classes without objects.
         recall (np.ndarray[T, K, A, M]): the recall reached; -1 likewise.
-        categories: the K category ids, ascending.
+        categories: the K category ids, ascending; ``(-1,)`` with ``use_cats=False``.
         iou_type: ``"segm"`` or ``"bbox"``.
         params: the :class:`COCOParams` used.
         skipped_predictions: detections whose label is not among the categories (not
@@ -167,7 +179,17 @@ def _summary_lines(precision: np.ndarray, recall: np.ndarray, params: COCOParams
 
 def make_result(dataset: Dataset, precision: np.ndarray, recall: np.ndarray,
             params: COCOParams) -> COCOResult:
-    """The :class:`COCOResult` of an evaluated ``dataset``: the arrays and the 12 stats."""
+    """The :class:`COCOResult` of an evaluated ``dataset``: the arrays and the 12 stats.
+
+    Raises a ValueError when ``dataset`` does not show ``params.image_ids`` and
+    ``params.use_cats`` applied (:func:`course.cocoeval.dataset.select` applies them), so
+    that an evaluator that skips them cannot return numbers for other settings.
+    """
+    wanted = set(params.image_ids) if params.image_ids is not None else None
+    if (not params.use_cats and dataset.categories.tolist() != [-1]) or (
+            wanted is not None and any(im.image_id not in wanted for im in dataset.images)):
+        raise ValueError("params.image_ids / params.use_cats were not applied to the dataset "
+                         "(course.cocoeval.dataset.select applies them)")
     stats, _ = _summary_lines(precision, recall, params)
     return COCOResult(stats, precision, recall, tuple(int(c) for c in dataset.categories),
                       dataset.iou_type, params, dataset.skipped)
