@@ -39,7 +39,9 @@ def add_model_commands(commands: argparse._SubParsersAction) -> None:
     e.add_argument("--json", action="store_true", help="print the 12 stats as JSON")
     p = commands.add_parser("predict", help="detect objects in an image",
                             description="Draw a trained model's detections on an RGB image "
-                            "and write them as a COCO results json.")
+                            "and write them as a COCO results json. Classes are named by the "
+                            "checkpoint's class_names (model.save(path, class_names=[...])), "
+                            "else as the shapes' (3 classes) or by their ids.")
     p.add_argument("run", type=Path, help="run folder (or a model.pt)")
     p.add_argument("image", type=Path, help="an image file (PNG, JPEG, ...)")
     p.add_argument("--out", type=Path, required=True, help="the picture to write (PNG)")

@@ -105,7 +105,24 @@ def _evaluate(args: argparse.Namespace) -> None:
     path = _checkpoint(args.run)
     model = MaskRCNN.load(path, _device(args.device))
     settings = torch.load(path, map_location="cpu", weights_only=True).get("data", {})
+    if model.config.num_classes != len(CLASSES):
+        raise ValueError(f"{path} holds a model of {model.config.num_classes} classes, but "
+                         f"evaluate scores it on the course's shapes ({len(CLASSES)} classes); "
+                         "evaluate it on its own data in Python with "
+                         "course.train.evaluate(model, dataset)")
     _report(model, settings, args.json)
+
+
+def _class_names(path: Path, num_classes: int) -> tuple[str, ...]:
+    """The checkpoint's ``class_names`` (``model.save(path, class_names=[...])``); else the
+    shapes' names for a model of as many classes; else the class ids."""
+    names = torch.load(path, map_location="cpu", weights_only=True).get("class_names")
+    if names is not None:
+        if len(names) != num_classes:
+            raise ValueError(f"{path} names {len(names)} classes for a model of "
+                             f"{num_classes}")
+        return tuple(str(n) for n in names)
+    return CLASSES if num_classes == len(CLASSES) else tuple(map(str, range(1, num_classes + 1)))
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -113,7 +130,8 @@ def _predict(args: argparse.Namespace) -> None:
 
     import course.viz as viz
 
-    model = MaskRCNN.load(_checkpoint(args.run))
+    path = _checkpoint(args.run)
+    model = MaskRCNN.load(path)
     with Image.open(args.image) as im:
         pixels = np.asarray(im.convert("RGB"), dtype=np.float32) / 255  # [H, W, 3]
     image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()  # [3, H, W]
@@ -121,7 +139,8 @@ def _predict(args: argparse.Namespace) -> None:
     det.image_id = 1
     results = args.results or args.out.with_suffix(".json")
     results.write_text(json.dumps(predictions_to_coco([det.as_dict()])))
-    ax = viz.draw_detections(image, det, class_names=CLASSES, min_score=args.min_score)
+    names = _class_names(path, model.config.num_classes)
+    ax = viz.draw_detections(image, det, class_names=names, min_score=args.min_score)
     ax.figure.savefig(args.out, dpi=150, bbox_inches="tight")
     shown = int((det.scores >= args.min_score).sum())
     print(f"{len(det)} detections ({shown} with score >= {args.min_score}) drawn on "

@@ -983,11 +983,59 @@ def collate(batch: list[tuple[Tensor, Instances]]) -> tuple[Tensor, list[Instanc
 
     Returns:
         ``(images [B, 3, H, W], targets)``, ``targets`` a list of B :class:`Instances`.
+
+    Raises:
+        TypeError naming the item and what it should be, when an item is not an ``(image
+        Tensor[3, H, W], Instances)`` pair; ValueError when the images differ in size (then
+        use :func:`collate_list`).
+    """
+    images, targets = collate_list(batch)
+    for i, image in enumerate(images):
+        if image.shape != images[0].shape:
+            raise ValueError(f"collate stacks images of one size, but item 0 is "
+                             f"{list(images[0].shape)} and item {i} {list(image.shape)}; for "
+                             "images of several sizes use collate_fn=collate_list (train's "
+                             "collate=collate_list), the model pads them")
+    return torch.stack(images), targets
+
+
+def collate_list(batch: list[tuple[Tensor, Instances]]) -> tuple[list[Tensor], list[Instances]]:
+    """Like :func:`collate`, but the images stay a list, so they may differ in size.
+
+    :class:`course.model.MaskRCNN` takes such a list and pads the images itself.
+
+    Returns:
+        ``(images, targets)``: a list of B ``Tensor[3, H_i, W_i]`` and one of B
+        :class:`Instances`.
     """
     if len(batch) == 0:
         raise ValueError("collate needs at least one (image, target) pair")
-    images, targets = zip(*batch, strict=True)
-    return torch.stack(images), list(targets)
+    pairs = [_pair(item, i) for i, item in enumerate(batch)]
+    return [image for image, _ in pairs], [target for _, target in pairs]
+
+
+def _pair(item: Any, i: int) -> tuple[Tensor, Instances]:
+    """A data set's item, checked: ``(image Tensor[3, H, W], Instances)``."""
+    if not isinstance(item, tuple | list) or len(item) != 2:
+        raise TypeError(f"item {i} of the batch must be a pair (image, target), got "
+                        f"{_describe(item)}")
+    image, target = item
+    if not isinstance(image, Tensor) or image.ndim != 3:
+        raise TypeError(f"item {i}: the image must be a Tensor[3, H, W], got "
+                        f"{_describe(image)}")
+    if not isinstance(target, Instances):
+        raise TypeError(f"item {i}: the target must be a course.structures.Instances, got "
+                        f"{_describe(target)}; e.g. Instances(boxes, labels, masks=masks, "
+                        "image_id=index)")
+    return image, target
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a Tensor of shape {list(value.shape)}"
+    if isinstance(value, tuple | list):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"
 
 
 # ---------------------------------------------------------------------------------------------

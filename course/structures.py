@@ -22,10 +22,13 @@ class Instances:
     """Objects of one image: boxes, class labels, and optionally scores and masks.
 
     Attributes:
-        boxes (Tensor[N, 4]): ``(x1, y1, x2, y2)`` in image pixels (float).
-        labels (Tensor[N]): int64 class ids (1-based; 0 is background).
+        boxes (Tensor[N, 4]): ``(x1, y1, x2, y2)`` in image pixels (float; integer boxes
+            are converted to float32).
+        labels (Tensor[N]): int64 class ids (1-based; 0 is background; other integer types
+            are converted to int64).
         scores (Tensor[N] or None): confidence of each detection; None for ground truth.
-        masks (Tensor[N, H, W] or None): bool full-image masks.
+        masks (Tensor[N, H, W] or None): bool full-image masks (0/1 masks of another type
+            are kept as they are; other values are an error).
         image_size: ``(H, W)``; taken from ``masks`` when not given.
         image_id: the COCO image id, for evaluation; optional.
         semantic (Tensor or None): the image's per-pixel "stuff" classes, for panoptic
@@ -49,14 +52,16 @@ class Instances:
         if not isinstance(self.boxes, Tensor) or self.boxes.ndim != 2 or self.boxes.shape[1] != 4:
             raise ValueError(f"boxes must be a Tensor[N, 4] (x1, y1, x2, y2), got "
                              f"{_describe(self.boxes)}")
+        if not self.boxes.is_floating_point():
+            self.boxes = self.boxes.float()  # pixel coordinates given as integers
         n = len(self.boxes)
         for name in ("labels", "scores"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, Tensor) or value.shape != (n,)):
+            if (value is not None or name == "labels") and (not isinstance(value, Tensor)
+                                                            or value.shape != (n,)):
                 raise ValueError(f"{name} must be a Tensor[{n}] (one per box), got "
                                  f"{_describe(value)}")
-        if self.labels.is_floating_point():
-            raise TypeError(f"labels must be integer class ids, got {self.labels.dtype}")
+        self.labels = _class_ids(self.labels)
         if self.masks is not None:
             if not isinstance(self.masks, Tensor) or self.masks.ndim != 3 or len(self.masks) != n:
                 raise ValueError(f"masks must be a Tensor[{n}, H, W] (one per box), got "
@@ -65,6 +70,7 @@ class Instances:
             if self.image_size is not None and tuple(self.image_size) != size:
                 raise ValueError(f"image_size {tuple(self.image_size)} differs from the masks' "
                                  f"size {size}")
+            _check_binary(self.masks)
             self.image_size = size
         if self.image_size is None:
             raise ValueError("give image_size (H, W) when there are no masks")
@@ -116,6 +122,28 @@ class Instances:
                          torch.zeros(0, device=device),
                          torch.zeros(0, h, w, dtype=torch.bool, device=device) if with_masks
                          else None, (h, w))
+
+
+def _class_ids(labels: Tensor) -> Tensor:
+    """``labels`` as int64 (any integer type is taken); floats and bools are refused."""
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be integer class ids, got {labels.dtype}")
+    return labels.long()
+
+
+def _check_binary(masks: Tensor) -> None:
+    """``masks`` must be bool or hold only 0 and 1.
+
+    Anything else (0/255 images, probabilities) is refused: read as "not zero" it would
+    silently change the objects, read as a number it would be a target outside [0, 1].
+    """
+    if masks.dtype == torch.bool:
+        return
+    if masks.is_complex() or bool(((masks != 0) & (masks != 1)).any()):
+        found = masks[(masks != 0) & (masks != 1)][0].item()
+        raise ValueError(f"masks must be bool or hold only 0 and 1, got {masks.dtype} masks "
+                         f"holding {found!r} (e.g. masks > 0 for 0/255 masks, masks > 0.5 "
+                         "for probabilities)")
 
 
 def _describe(value: Any) -> str:

@@ -113,6 +113,9 @@ def _batches(dataset: Dataset, config: TrainConfig, collate: Callable) -> Iterat
                                  drop_last=True)
     loader = DataLoader(dataset, config.batch_size // world, sampler=sampler, drop_last=True,
                         collate_fn=collate, num_workers=config.workers)
+    if len(loader) == 0:  # else the loop below would wait for a batch forever
+        raise ValueError(f"the dataset has {len(dataset)} images, too few for one batch of "
+                         f"{config.batch_size} (split over {world} processes)")
     epoch = 0
     while True:
         sampler.set_epoch(epoch)
@@ -149,12 +152,16 @@ def _autocast(device: torch.device, config: TrainConfig):
     return nullcontext()
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-               targets: list[Instances], seed: int, config: TrainConfig,
-               device: torch.device) -> dict[str, float]:
-    """One SGD step on one batch; returns the losses as floats (and the gradient norm)."""
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
+               images: torch.Tensor | list[torch.Tensor], targets: list[Instances], seed: int,
+               config: TrainConfig, device: torch.device) -> dict[str, float]:
+    """One SGD step on one batch; returns the losses as floats (and the gradient norm).
+
+    ``images``: a batch ``Tensor[B, 3, H, W]`` or a list of ``Tensor[3, H_i, W_i]`` (from
+    :func:`course.data.collate_list`); the model checks the targets and moves them.
+    """
     with _autocast(device, config):
-        losses = model(images.to(device), [t.to(device) for t in targets], seed=seed)
+        losses = model(_to_device(images, device), targets, seed=seed)
     total = sum(losses.values())
     if not torch.isfinite(total):
         values = {k: round(v.item(), 4) for k, v in losses.items()}
@@ -166,6 +173,13 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch
     record = {k: v.item() for k, v in losses.items()}
     record["total"], record["grad_norm"] = total.item(), norm.item()
     return record
+
+
+def _to_device(images: torch.Tensor | list[torch.Tensor], device: torch.device
+               ) -> torch.Tensor | list[torch.Tensor]:
+    if isinstance(images, torch.Tensor):
+        return images.to(device)
+    return [image.to(device) for image in images]
 
 
 def train(model: MaskRCNN, dataset: Dataset, config: TrainConfig,
@@ -231,32 +245,67 @@ def _record_evaluation(model: MaskRCNN, evaluate_fn: Callable, history: History,
 @torch.no_grad()
 def predict_dataset(model: MaskRCNN, dataset: Dataset, batch_size: int = 16,
                     progress: bool | None = None) -> list[Instances]:
-    """The model's detections of every image of ``dataset``, each with its ``image_id``."""
-    from course.data import collate
+    """The model's detections of every image of ``dataset``, each with its ``image_id``.
+
+    ``dataset[i]`` is an ``(image, Instances)`` pair; images may differ in size. A target
+    without an ``image_id`` stands for image ``i`` (as :func:`evaluate` reads it too).
+    """
+    from course.data import collate_list
 
     model.eval()
     device = next(model.parameters()).device
-    loader = DataLoader(dataset, batch_size, collate_fn=collate)
-    out = []
+    loader = DataLoader(dataset, batch_size, collate_fn=collate_list)
+    out: list[Instances] = []
     for images, targets in tqdm(loader, desc="predict", disable=None if progress is None
                                 else not progress, leave=False):
-        for det, target in zip(model.predict(images.to(device)), targets, strict=True):
-            det.image_id = target.image_id
+        for det, target in zip(model.predict([im.to(device) for im in images]), targets,
+                               strict=True):
+            det.image_id = image_id(target, len(out))
             out.append(det.to("cpu"))
+    return out
+
+
+def image_id(target: Instances, index: int) -> int:
+    """The COCO image id of item ``index`` of a data set: its target's ``image_id``, or
+    ``index`` when the target has none."""
+    return int(target.image_id) if target.image_id is not None else index
+
+
+def ground_truth(dataset: Any, iou_type: str = "segm") -> list[dict[str, Any]]:
+    """The objects of every image of ``dataset``, as :func:`course.ap.coco_evaluate` reads them.
+
+    The dataset's own ``coco_ground_truth()`` when it has one (as
+    :class:`course.data.GeneratedDataset` does); otherwise built from its items' targets,
+    each image's id given by :func:`image_id`.
+    """
+    from course.data import collate_list
+
+    if hasattr(dataset, "coco_ground_truth"):
+        return dataset.coco_ground_truth()
+    out = []
+    for i in range(len(dataset)):
+        target = collate_list([dataset[i]])[1][0]  # the item checked: (image, Instances)
+        if iou_type == "segm" and target.masks is None:
+            raise ValueError(f"the target of dataset[{i}] has no masks; mask AP needs them "
+                             "(or evaluate boxes with iou_type='bbox')")
+        out.append({"image_id": image_id(target, i), "labels": target.labels,
+                    "boxes": target.boxes,
+                    **({"masks": target.masks} if target.masks is not None else {})})
     return out
 
 
 def evaluate(model: MaskRCNN, dataset: Any, iou_type: str = "segm", batch_size: int = 16,
              progress: bool | None = None,
              detections: list[Instances] | None = None) -> COCOResult:
-    """COCO AP of ``model`` on ``dataset`` (which gives ``coco_ground_truth()``).
+    """COCO AP of ``model`` on ``dataset``, against :func:`ground_truth` (the dataset's
+    ``coco_ground_truth()``, or its items' targets when it has none).
 
     ``detections``: the model's :func:`predict_dataset` of ``dataset``, when already made.
     """
     if detections is None:
         detections = predict_dataset(model, dataset, batch_size, progress)
     categories = list(range(1, model.config.num_classes + 1))
-    return coco_evaluate(dataset.coco_ground_truth(), [d.as_dict() for d in detections],
+    return coco_evaluate(ground_truth(dataset, iou_type), [d.as_dict() for d in detections],
                          iou_type, categories)
 
 
@@ -277,6 +326,7 @@ def evaluate_panoptic(model: MaskRCNN, dataset: Any,
     """
     from course.fusion import panoptic_fusion
 
+    _check_panoptic(model, dataset)
     if detections is None:
         detections = predict_dataset(model, dataset, batch_size, progress)
     truth = [dataset.panoptic(i) for i in range(len(dataset))]
@@ -287,6 +337,18 @@ def evaluate_panoptic(model: MaskRCNN, dataset: Any,
                   for gt, d in zip(truth, detections, strict=True)]
         out[policy] = panoptic_quality(images, dataset.thing_ids, dataset.stuff_ids)
     return out
+
+
+def _check_panoptic(model: MaskRCNN, dataset: Any) -> None:
+    if model.semantic_head is None:
+        raise ValueError("evaluate_panoptic needs a panoptic model (a semantic head: "
+                         "MaskRCNNConfig(stuff_classes=...)); use evaluate for COCO AP")
+    missing = [name for name in ("panoptic", "semantic_categories", "thing_ids", "stuff_ids")
+               if not hasattr(dataset, name)]
+    if missing:
+        raise TypeError(f"evaluate_panoptic needs a panoptic dataset, as "
+                        f"course.data.PanopticShapesDataset; {type(dataset).__name__} lacks "
+                        f"{', '.join(missing)}")
 
 
 def save_checkpoint(path: str | PathLike, model: MaskRCNN, config: TrainConfig,

@@ -33,10 +33,22 @@ def _axes(ax: Axes | None, size: tuple[float, float] = (4, 4)) -> Axes:
 
 
 def _image(image: Tensor | np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """The picture as float RGB ``[H, W, 3]`` in [0, 1] (a light grey one for None).
+
+    Channels first or last; a grey image (``[H, W]`` or one channel) is repeated to three
+    channels; an integer image (``uint8``, 0-255) is scaled to [0, 1].
+    """
     if image is None:
         return np.full((*shape, 3), 0.92)
     img = _np(image)
-    return img.transpose(1, 2, 0) if img.ndim == 3 and img.shape[0] in (1, 3) else img
+    img = img.transpose(1, 2, 0) if img.ndim == 3 and img.shape[0] in (1, 3) else img
+    img = img[..., None] if img.ndim == 2 else img
+    if img.ndim != 3 or img.shape[2] not in (1, 3):
+        raise ValueError(f"image must be [3, H, W] or [H, W, 3] (RGB) or [H, W] (grey), got "
+                         f"shape {list(_np(image).shape)}")
+    if img.dtype.kind in "iu":
+        img = img / 255.0
+    return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
 
 
 def _overlay(base: np.ndarray, mask: np.ndarray, colour: str, alpha: float) -> None:
@@ -172,7 +184,8 @@ def draw_instances(image: Tensor | np.ndarray | None, masks: Tensor | np.ndarray
     """Draw each instance mask in its own colour, outlined, with its class name.
 
     Args:
-        image (Tensor[3, H, W] or None): the picture underneath (float in [0, 1]).
+        image (Tensor[3, H, W] or None): the picture underneath (float in [0, 1], or
+            uint8 in 0-255).
         masks (Tensor[N, H, W]): binary masks.
         labels (Tensor[N], optional): 1-based class ids into ``class_names``.
     """
@@ -357,7 +370,8 @@ def draw_detections(image: Tensor | np.ndarray | None, instances: Instances,
     """Draw an :class:`~course.structures.Instances`: masks (if any), boxes, class and score.
 
     Args:
-        image (Tensor[3, H, W] or None): the picture underneath (float in [0, 1]).
+        image (Tensor[3, H, W] or None): the picture underneath (float in [0, 1], or
+            uint8 in 0-255).
         instances: detections or ground truth (without scores, every object is drawn).
         min_score: detections scoring below this are left out.
     """

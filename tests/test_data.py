@@ -242,7 +242,7 @@ def test_min_resolvable_size_rejects_bad_input():
 from course.ap import coco_evaluate  # noqa: E402
 from course.boxes import masks_to_boxes  # noqa: E402
 from course.coco import load_ground_truth  # noqa: E402
-from course.data import ShapesDataset, _shape_field, collate  # noqa: E402
+from course.data import ShapesDataset, _shape_field, collate, collate_list  # noqa: E402
 from course.structures import Instances  # noqa: E402
 
 
@@ -352,6 +352,20 @@ def test_collate_batches_images_and_keeps_targets():
     assert torch.equal(images[2], ds[2][0])
     with pytest.raises(ValueError, match="at least one"):
         collate([])
+
+
+def test_collate_names_a_bad_item_and_sends_mixed_sizes_to_collate_list():
+    small, large = ShapesDataset("val", image_size=48)[0], ShapesDataset("val")[0]
+    with pytest.raises(ValueError, match=r"item 1 \[3, 128, 128\].*collate_list"):
+        collate([small, large])
+    images, targets = collate_list([small, large])
+    assert [im.shape for im in images] == [(3, 48, 48), (3, 128, 128)]
+    assert targets[1] is large[1]
+    for item, message in [((small[0],), "must be a pair"),
+                          ((small[0][0], small[1]), r"image must be a Tensor\[3, H, W\]"),
+                          ((small[0], {"boxes": small[1].boxes}), "got a dict")]:
+        with pytest.raises(TypeError, match=message):
+            collate([small, item])
 
 
 def test_coco_ground_truth_scores_perfectly_against_itself():

@@ -162,7 +162,7 @@ def test_degenerate_boxes_are_dropped_and_outside_boxes_clipped():
     boxes = t.boxes.clone()
     boxes[0] = torch.tensor([10.0, 10.0, 10.0, 30.0])  # zero width
     if len(t) > 1:
-        boxes[1] = torch.tensor([-20.0, -20.0, 200.0, 30.0])  # mostly outside
+        boxes[1] = torch.tensor([-20.0, -20.0, 200.0, float(boxes[1, 3])])  # mostly outside
     checked = model._check_targets([Instances(boxes, t.labels, None, t.masks, image_id=0)],
                                    [(64, 64)], torch.device("cpu"))[0]
     assert len(checked) == len(t) - 1
@@ -199,6 +199,31 @@ def test_bad_targets_are_refused_clearly():
         model(torch.cat([images, images]), targets)
     with pytest.raises(ValueError, match="with masks"):
         model(images, [Instances(t.boxes, t.labels, image_size=(64, 64))])
+
+
+def test_boxes_must_hold_their_masks_to_one_pixel():
+    model = tiny_model().train()
+    images, targets = batch(1)
+    t = targets[0]
+    assert len(t) >= 2
+    pixel_index = t.boxes - torch.tensor([0.0, 0.0, 1.0, 1.0])  # torchvision's (c0, r0, c1, r1)
+    losses = model(images, [Instances(pixel_index, t.labels, None, t.masks, image_id=0)], seed=0)
+    assert all(torch.isfinite(v) for v in losses.values())
+    shifted = t.boxes.clone()
+    shifted[-1] += torch.tensor([2.0, 0.0, 2.0, 0.0])  # the last object's box, 2 px right
+    with pytest.raises(ValueError, match=f"object {len(t) - 1}'s mask spans"):
+        model(images, [Instances(shifted, t.labels, None, t.masks, image_id=0)])
+
+
+def test_an_images_detections_do_not_depend_on_the_others_in_the_list():
+    model = tiny_model(score_threshold=0.0).eval()
+    a, b = torch.rand(3, 40, 90), torch.rand(3, 70, 30)
+    together = model.predict([a, b])
+    for image, det in zip((a, b), together):
+        alone = model.predict([image])[0]
+        assert len(alone) == len(det) > 0
+        torch.testing.assert_close(det.boxes, alone.boxes, rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(det.scores, alone.scores, rtol=1e-4, atol=1e-5)
 
 
 def test_inference_gives_full_size_instances_for_images_of_any_size():

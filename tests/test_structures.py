@@ -61,6 +61,30 @@ def test_float_labels_and_missing_size_are_refused():
         Instances(torch.zeros(1, 4), torch.ones(1, dtype=torch.long))
 
 
+def test_integer_fields_are_stored_as_the_model_reads_them():
+    masks = torch.zeros(2, 5, 6, dtype=torch.uint8)
+    masks[0, 1:3, 2:4] = 1
+    inst = Instances(torch.tensor([[2, 1, 4, 3], [0, 0, 0, 0]], dtype=torch.int32),
+                     torch.tensor([1, 2], dtype=torch.int32), None, masks)
+    assert inst.boxes.dtype == torch.float32 and inst.labels.dtype == torch.int64
+    assert inst.masks is masks  # 0/1 masks are kept (course.fusion asks for bool itself)
+    assert Instances(inst.boxes, inst.labels, None, masks.float()).masks.dtype == torch.float32
+
+
+@pytest.mark.parametrize("masks, found", [(torch.full((1, 4, 4), 255, dtype=torch.uint8), "255"),
+                                          (torch.full((1, 4, 4), 0.25), "0.25")])
+def test_masks_other_than_0_1_are_refused(masks, found):
+    with pytest.raises(ValueError, match=f"bool or hold only 0 and 1, got .* holding {found}"):
+        Instances(torch.zeros(1, 4), torch.ones(1, dtype=torch.long), None, masks)
+
+
+def test_missing_or_bool_labels_are_refused():
+    with pytest.raises(ValueError, match="labels must be a Tensor"):
+        Instances(torch.zeros(1, 4), None, image_size=(4, 4))
+    with pytest.raises(TypeError, match="integer class ids"):
+        Instances(torch.zeros(1, 4), torch.ones(1, dtype=torch.bool), image_size=(4, 4))
+
+
 def test_bad_bool_index_is_an_index_error():
     with pytest.raises(IndexError):
         make()[torch.tensor([True, False])]

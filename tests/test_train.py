@@ -39,6 +39,13 @@ def test_bad_budgets_are_refused(kwargs):
         TrainConfig(**kwargs)
 
 
+@pytest.mark.parametrize("length", [0, 1])
+def test_too_few_images_for_one_batch_is_an_error_not_an_endless_wait(length):
+    with pytest.raises(ValueError, match=f"has {length} images, too few for one batch of 2"):
+        train(tiny(), ShapesDataset("train", length=length, image_size=64),
+              TrainConfig(steps=1, batch_size=2), progress=False)
+
+
 def test_training_is_seeded_and_records_history_and_evaluations():
     data = ShapesDataset("train", image_size=64)
     calls = []

@@ -10,7 +10,9 @@ and each ``Instances`` carries the per-pixel class probabilities in ``semantic``
 
 Images go in as they are: ``[B, 3, H, W]`` floats in [0, 1], or a list of ``[3, H, W]`` of
 different sizes, which are padded (never resized) at the bottom and right to a common size
-divisible by the coarsest stride. Boxes and masks come back in the input's pixels.
+divisible by the coarsest stride. In evaluation only images of the same padded size share a
+batch, so an image's detections do not depend on the other images given with it. Boxes and
+masks come back in the input's pixels.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from course.boxes import masks_to_boxes
 from course.fpn import FPN, FPNConfig
 from course.model.box_coding import clip_boxes
 from course.model.box_head import BoxHead, RoISample, box_loss, sample_proposals
@@ -37,6 +40,9 @@ from course.structures import Instances
 ImagesLike = Tensor | Sequence[Tensor]
 RANGE_SLACK = 1e-3
 """How far outside [0, 1] an input pixel may be (rounding) before it is an error."""
+BOX_SLACK = 1.0
+"""How far (pixels) a target's mask may reach outside its box: one pixel, so that boxes in
+torchvision's ``(c0, r0, c1, r1)`` pixel-index convention pass."""
 
 
 class MaskRCNN(nn.Module):
@@ -59,7 +65,8 @@ class MaskRCNN(nn.Module):
 
         Args:
             images: ``Tensor[B, 3, H, W]`` in [0, 1] or a list of ``Tensor[3, H_i, W_i]``.
-            targets: one :class:`Instances` per image with ``boxes``, ``labels``, ``masks``.
+            targets: one :class:`Instances` per image with ``boxes``, ``labels`` (in
+                ``1..num_classes``) and ``masks``, each mask inside its box (to a pixel).
             seed: seeds the sampling of anchors and RoIs, per image (mixed with each target's
                 ``image_id``), so an image is sampled the same way in any batch or process.
 
@@ -68,27 +75,43 @@ class MaskRCNN(nn.Module):
             "mask"}`` (and ``"semantic"`` with a semantic head), scalars; evaluation:
             ``list[Instances]``.
         """
-        batch, sizes = self._prepare(images)
-        if self.training:
-            if targets is None:
-                raise ValueError("a model in training mode needs targets; call model.eval() "
-                                 "(or model.predict) to detect")
-            targets = self._check_targets(targets, sizes, batch.device)
+        items = _image_list(images)
+        if not self.training:
+            return self._inference(items)
+        if targets is None:
+            raise ValueError("a model in training mode needs targets; call model.eval() "
+                             "(or model.predict) to detect")
+        batch, sizes = self._pad(items)
+        targets = self._check_targets(targets, sizes, batch.device)
         features = self._features(batch)
-        generators = _generators(targets, seed) if self.training else None
+        generators = _generators(targets, seed)
         proposals, losses = self._forward_rpn(features, sizes, targets, generators)
-        if self.training:
-            sample = sample_proposals(proposals, targets, self.config, generators)
-            losses.update(self._forward_box(features, sample, targets))
-            losses["mask"] = self._forward_mask(features, sample, targets)
-            if self.semantic_head is not None:
-                losses["semantic"] = self._forward_semantic(features, targets, sizes,
-                                                            batch.shape[-2:])
-            return losses
-        detections = self._detect(features, proposals, sizes)
+        sample = sample_proposals(proposals, targets, self.config, generators)
+        losses.update(self._forward_box(features, sample, targets))
+        losses["mask"] = self._forward_mask(features, sample, targets)
         if self.semantic_head is not None:
-            detections = self._attach_semantic(features, detections, batch.shape[-2:])
-        return detections
+            losses["semantic"] = self._forward_semantic(features, targets, sizes,
+                                                        batch.shape[-2:])
+        return losses
+
+    def _inference(self, items: list[Tensor]) -> list[Instances]:
+        """Detections of each image. Images are batched with those of the same padded size
+        only, so that an image's detections never depend on the others in the list (the
+        group norm's statistics would take in the extra padding)."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(items):
+            groups.setdefault(self._padded_size([image]), []).append(i)
+        out: list[Instances | None] = [None] * len(items)
+        for members in groups.values():
+            batch, sizes = self._pad([items[i] for i in members])
+            features = self._features(batch)
+            proposals, _ = self._forward_rpn(features, sizes, None, None)
+            detections = self._detect(features, proposals, sizes)
+            if self.semantic_head is not None:
+                detections = self._attach_semantic(features, detections, batch.shape[-2:])
+            for i, det in zip(members, detections, strict=True):
+                out[i] = det
+        return out
 
     @torch.no_grad()
     def predict(self, images: ImagesLike) -> list[Instances]:
@@ -148,52 +171,57 @@ class MaskRCNN(nn.Module):
         return multiscale_roi_align(maps, [b.float() for b in boxes], size, 2, True, strides,
                                     pool=self.config.pooler)
 
-    def _prepare(self, images: ImagesLike) -> tuple[Tensor, list[tuple[int, int]]]:
-        """Validate and pad the images into one batch; returns it and each image's size."""
-        items = list(images) if isinstance(images, list | tuple) else None
-        if items is None:
-            if not isinstance(images, Tensor) or images.ndim != 4:
-                raise ValueError(f"images must be a Tensor[B, 3, H, W] or a list of Tensor[3, "
-                                 f"H, W], got {_describe(images)}")
-            items = list(images)
-        if not items:
-            raise ValueError("images is empty")
-        for i, image in enumerate(items):
-            _check_image(image, i)
-        sizes = [(int(im.shape[1]), int(im.shape[2])) for im in items]
+    def _padded_size(self, items: list[Tensor]) -> tuple[int, int]:
+        """The batch's ``(H, W)``: the largest image's, rounded up to the coarsest stride."""
         step = self.config.strides[-1]
-        height = -(-max(h for h, _ in sizes) // step) * step
-        width = -(-max(w for _, w in sizes) // step) * step
-        batch = torch.stack([F.pad(im, (0, width - im.shape[2], 0, height - im.shape[1]),
+        height = -(-max(int(im.shape[1]) for im in items) // step) * step
+        return height, -(-max(int(im.shape[2]) for im in items) // step) * step
+
+    def _pad(self, items: list[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
+        """Pad validated images into one batch; returns it and each image's size."""
+        sizes = [(int(im.shape[1]), int(im.shape[2])) for im in items]
+        height, width = self._padded_size(items)
+        batch = torch.stack([F.pad(im.to(self.mean.device, self.mean.dtype),
+                                   (0, width - im.shape[2], 0, height - im.shape[1]),
                                    value=0.5) for im in items])  # [B, 3, height, width]
-        return batch.to(self.mean.device, self.mean.dtype), sizes
+        return batch, sizes
 
     def _check_targets(self, targets: Sequence[Instances], sizes: list[tuple[int, int]],
                        device: torch.device) -> list[Instances]:
         """Targets on the model's device, boxes clipped to the image, empty boxes dropped."""
+        if isinstance(targets, Instances) or not isinstance(targets, Sequence):
+            raise TypeError(f"targets must be a list of Instances (one per image), got "
+                            f"{type(targets).__name__}")
         if len(targets) != len(sizes):
             raise ValueError(f"got {len(targets)} targets for {len(sizes)} images")
         out = []
         for i, (t, (h, w)) in enumerate(zip(targets, sizes, strict=True)):
-            if not isinstance(t, Instances) or t.masks is None:
-                raise ValueError(f"targets[{i}] must be an Instances with masks")
-            if t.image_size != (h, w):
-                raise ValueError(f"targets[{i}] is for an image of {t.image_size}, but image "
-                                 f"{i} is {(h, w)}")
-            bad = (t.labels < 1) | (t.labels > self.config.num_classes)
-            if bool(bad.any()):
-                raise ValueError(f"targets[{i}].labels must be in 1..{self.config.num_classes}"
-                                 f" (0 is background), got {t.labels[bad][0].item()}")
-            if not bool(torch.isfinite(t.boxes).all()) or bool(
-                    (t.boxes[:, 2:] < t.boxes[:, :2]).any()):
-                raise ValueError(f"targets[{i}].boxes must be finite (x1, y1, x2, y2) with "
-                                 "x2 >= x1 and y2 >= y1")
-            if self.semantic_head is not None:
-                _check_semantic(t.semantic, i, self.config.stuff_classes)
-            t = Instances(clip_boxes(t.boxes.float(), h, w), t.labels, None, t.masks,
+            self._check_target(t, i, (h, w))
+            t = Instances(clip_boxes(t.boxes.float(), h, w), t.labels, None, t.masks.bool(),
                           (h, w), t.image_id, t.semantic).to(device)
-            out.append(t[(t.boxes[:, 2] > t.boxes[:, 0]) & (t.boxes[:, 3] > t.boxes[:, 1])])
+            keep = (t.boxes[:, 2] > t.boxes[:, 0]) & (t.boxes[:, 3] > t.boxes[:, 1])  # [N]
+            _check_masks_in_boxes(t, keep, i)
+            out.append(t[keep])
         return out
+
+    def _check_target(self, t: Instances, i: int, size: tuple[int, int]) -> None:
+        """``targets[i]`` must describe image ``i`` with valid labels and boxes."""
+        if not isinstance(t, Instances) or t.masks is None:
+            raise ValueError(f"targets[{i}] must be an Instances with masks (boxes, labels, "
+                             f"masks [N, H, W]), got {_describe(t)}")
+        if t.image_size != size:
+            raise ValueError(f"targets[{i}] is for an image of {t.image_size}, but image "
+                             f"{i} is {size}")
+        bad = (t.labels < 1) | (t.labels > self.config.num_classes)
+        if bool(bad.any()):
+            raise ValueError(f"targets[{i}].labels must be in 1..{self.config.num_classes}"
+                             f" (0 is background), got {t.labels[bad][0].item()}")
+        if not bool(torch.isfinite(t.boxes).all()) or bool(
+                (t.boxes[:, 2:] < t.boxes[:, :2]).any()):
+            raise ValueError(f"targets[{i}].boxes must be finite (x1, y1, x2, y2) with "
+                             "x2 >= x1 and y2 >= y1")
+        if self.semantic_head is not None:
+            _check_semantic(t.semantic, i, self.config.stuff_classes)
 
     def num_parameters(self) -> int:
         """Learnable parameters."""
@@ -218,6 +246,37 @@ class MaskRCNN(nn.Module):
         model = cls(MaskRCNNConfig.from_dict(state["config"]))
         model.load_state_dict(state["model"])
         return model.eval()
+
+
+def _image_list(images: ImagesLike) -> list[Tensor]:
+    """The images of a batch tensor or a list, each checked (see :func:`_check_image`)."""
+    items = list(images) if isinstance(images, list | tuple) else None
+    if items is None:
+        if not isinstance(images, Tensor) or images.ndim != 4:
+            raise ValueError(f"images must be a Tensor[B, 3, H, W] or a list of Tensor[3, "
+                             f"H, W], got {_describe(images)}")
+        items = list(images)
+    if not items:
+        raise ValueError("images is empty")
+    for i, image in enumerate(items):
+        _check_image(image, i)
+    return items
+
+
+def _check_masks_in_boxes(target: Instances, keep: Tensor, i: int) -> None:
+    """Every kept object's mask must lie inside its box (to ``BOX_SLACK`` pixels): a box that
+    misses its mask, or boxes in another format (``(x, y, w, h)``), would train the heads on
+    the wrong pixels without a word. (Boxes left empty by clipping are dropped, not checked.)"""
+    tight = masks_to_boxes(target.masks).to(target.boxes)  # [N, 4] (0, 0, 0, 0) if empty
+    drawn = target.masks.flatten(1).any(dim=1)  # [N]
+    outside = ((tight[:, :2] < target.boxes[:, :2] - BOX_SLACK)
+               | (tight[:, 2:] > target.boxes[:, 2:] + BOX_SLACK)).any(dim=1) & drawn & keep
+    if bool(outside.any()):
+        j = int(torch.nonzero(outside)[0])
+        box = [round(v, 1) for v in target.boxes[j].tolist()]
+        raise ValueError(f"targets[{i}]: object {j}'s mask spans {tight[j].tolist()} (x1, y1, "
+                         f"x2, y2) but its box is {box} (after clipping to the image); boxes "
+                         f"must hold their masks, as (x1, y1, x2, y2) in pixels")
 
 
 def _generators(targets: Sequence[Instances], seed: int | None) -> list[torch.Generator]:
