@@ -41,6 +41,11 @@ and :class:`COCOResult`, which both evaluators share, are in :mod:`course.cocoev
 - ``precision = TP / (TP + FP + eps)`` with ``eps = np.spacing(1)``, recall at ``max_dets``
   ``[1, 10, 100]`` per image and class.
 
+**Keypoints** (``iou_type="keypoints"``, :meth:`COCOParams.for_keypoints`) follow the same
+rules with the Object Keypoint Similarity in IoU's place (:mod:`course.cocoeval.keypoints`),
+20 detections per image, area ranges all / medium / large and 10 stats; a person whose
+``num_keypoints`` is 0 is ignored, yet unlike a crowd region absorbs one detection at most.
+
 Two quirks of ``COCOeval.summarize`` are kept by default (``COCOParams.coco_quirks``): the
 first stat (AP) always reads ``maxDets=100``, so with ``max_dets`` without 100 it is -1;
 and AP50 / AP75 look the thresholds 0.5 / 0.75 up with ``==``, so with thresholds that only
@@ -60,19 +65,22 @@ from course.cocoeval import engine
 from course.cocoeval.common import coco_box_iou, to_numpy
 from course.cocoeval.dataset import Image, prepare, select
 from course.cocoeval.evaluate import coco_evaluate
+from course.cocoeval.keypoints import keypoint_similarity
 from course.cocoeval.result import (
     AREA_NAMES,
+    KEYPOINT_STAT_NAMES,
     STAT_NAMES,
     COCOParams,
     COCOResult,
+    default_params,
     make_result,
 )
 from course.masks import mask_iou
 from course.matching import greedy_match
 
-__all__ = ["AREA_NAMES", "STAT_NAMES", "COCOParams", "COCOResult", "ap_over_thresholds",
-           "average_precision", "coco_evaluate", "coco_evaluate_reference", "precision_envelope",
-           "precision_recall"]
+__all__ = ["AREA_NAMES", "KEYPOINT_STAT_NAMES", "STAT_NAMES", "COCOParams", "COCOResult",
+           "ap_over_thresholds", "average_precision", "coco_evaluate", "coco_evaluate_reference",
+           "precision_envelope", "precision_recall"]
 
 ArrayLike = Tensor | np.ndarray
 
@@ -202,12 +210,14 @@ def coco_evaluate_reference(ground_truth: Sequence[dict[str, Any]],
     """:func:`coco_evaluate` written as COCOeval's loops read (slow; for teaching and tests).
 
     Per class and image: IoU of the score-sorted detections with the objects
-    (:func:`course.masks.mask_iou` on decoded masks, or COCO's box formula); per area range
+    (:func:`course.masks.mask_iou` on decoded masks, COCO's box formula, or the OKS of
+    keypoints, :func:`course.cocoeval.keypoints.keypoint_similarity`); per area range
     and threshold, the greedy matching one detection at a time; then, per class, area range
     and ``max_dets``, one ranked list over all images, its precision and recall, the envelope
     and the 101-point sampling. Same arguments and result as :func:`coco_evaluate`.
     """
-    params = params or COCOParams()
+    params = params or default_params(iou_type)
+    params.check_iou_type(iou_type)
     dataset = prepare(ground_truth, predictions, iou_type, categories, None)
     dataset = select(dataset, params.image_ids, params.use_cats)
     num_k, num_a = len(dataset.categories), len(params.area_ranges)
@@ -220,7 +230,7 @@ def coco_evaluate_reference(ground_truth: Sequence[dict[str, Any]],
             dt = dt[:params.max_dets[-1]]
             if not gt and not dt:
                 continue
-            ious = _reference_ious(image, dt, gt, dataset.iou_type)
+            ious = _reference_ious(image, dt, gt, dataset.iou_type, params)
             for a, (low, high) in enumerate(params.area_ranges):
                 evaluations[k][a].append(
                     _evaluate_image(image, dt, gt, ious, low, high, params.iou_thresholds))
@@ -236,8 +246,14 @@ def coco_evaluate_reference(ground_truth: Sequence[dict[str, Any]],
     return make_result(dataset, precision, recall, params)
 
 
-def _reference_ious(image: Image, dt: list[int], gt: list[int], iou_type: str) -> np.ndarray:
-    """IoU ``[len(dt), len(gt)]`` of the chosen detections and objects of one image."""
+def _reference_ious(image: Image, dt: list[int], gt: list[int], iou_type: str,
+                    params: COCOParams) -> np.ndarray:
+    """IoU (OKS) ``[len(dt), len(gt)]`` of the chosen detections and objects of one image."""
+    if iou_type == "keypoints":
+        d, g = image.dt.geometry, image.gt.geometry
+        return np.array([[keypoint_similarity(d.points[i], g.points[j], g.boxes[j],
+                                              image.gt.area[j], params.keypoint_sigmas)
+                          for j in gt] for i in dt]).reshape(len(dt), len(gt))
     if iou_type == "segm":
         d = image.dt.geometry.select(dt).to_dense()
         g = image.gt.geometry.select(gt).to_dense()
@@ -251,7 +267,7 @@ def _reference_ious(image: Image, dt: list[int], gt: list[int], iou_type: str) -
 def _evaluate_image(image: Image, dt: list[int], gt: list[int], ious: np.ndarray,
                     low: float, high: float, thresholds: Sequence[float]) -> dict[str, Any]:
     """COCOeval.evaluateImg for one image, class and area range."""
-    gt_ignore = [bool(image.gt.crowd[j]) or not low <= image.gt.area[j] <= high for j in gt]
+    gt_ignore = [bool(image.gt.ignore[j]) or not low <= image.gt.area[j] <= high for j in gt]
     gt_order = sorted(range(len(gt)), key=lambda j: gt_ignore[j])  # counted objects first
     crowd = [bool(image.gt.crowd[gt[j]]) for j in gt_order]
     ignored = [gt_ignore[j] for j in gt_order]

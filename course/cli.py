@@ -1,7 +1,8 @@
 """The command line, ``python -m course COMMAND``; each command has ``--help``.
 
 - ``eval --gt instances.json --results results.json``: prints the 12 lines pycocotools'
-  ``COCOeval.summarize()`` prints, computed by :func:`course.ap.coco_evaluate`;
+  ``COCOeval.summarize()`` prints (10 with ``--iou-type keypoints``, for a person_keypoints
+  file and keypoint results), computed by :func:`course.ap.coco_evaluate`;
   ``--per-class`` adds AP per class. On large sets a progress bar runs on stderr while the
   files are read.
 - ``pq --gt-json panoptic_val2017.json --pred-json predictions.json``: Panoptic Quality of
@@ -52,14 +53,17 @@ def _parser() -> argparse.ArgumentParser:
         "eval", help="COCO AP of a results file against a ground-truth file",
         description="COCO AP / AR of detections, the same numbers pycocotools prints.")
     evaluate.add_argument("--gt", required=True, type=Path,
-                          help="COCO instances json (images, annotations, categories)")
+                          help="COCO instances (or person_keypoints) json: images, "
+                          "annotations, categories")
     evaluate.add_argument("--results", required=True, type=Path,
                           help="COCO results json (a list of detections)")
-    evaluate.add_argument("--iou-type", choices=("segm", "bbox"), default="segm",
-                          help="mask IoU (segm, the default) or box IoU (bbox)")
+    evaluate.add_argument("--iou-type", choices=("segm", "bbox", "keypoints"), default="segm",
+                          help="mask IoU (segm, the default), box IoU (bbox) or keypoint "
+                          "similarity, OKS (keypoints)")
     evaluate.add_argument("--per-class", action="store_true", help="also print AP per class")
     evaluate.add_argument("--json", action="store_true",
-                          help="print the 12 stats (and per-class AP) as JSON, full precision")
+                          help="print the stats (12; 10 for keypoints) and per-class AP as "
+                          "JSON, full precision")
     add_pq_command(commands)
     add_model_commands(commands)
     add_teaching_commands(commands)

@@ -12,6 +12,10 @@ pycocotools' dicts; :func:`rle_encode` and :func:`rle_decode` do the same for li
 rasterises them pixel for pixel as pycocotools does (a polygon of fewer than 3 points covers
 nothing, as there).
 
+**Keypoints.** A person_keypoints file gives each person ``3 * K`` numbers ``(x, y, v)``;
+:class:`Keypoints` holds them ``[N, K, 3]`` with the boxes and ``num_keypoints``, and
+:data:`COCO_KEYPOINT_SIGMAS` are the per-keypoint tolerances of their similarity (OKS).
+
 **Files.** :func:`load_ground_truth` reads a COCO instances file into the per-image dicts that
 :func:`course.ap.coco_evaluate` takes; :func:`load_results` reads a results file the way
 pycocotools' ``COCO.loadRes`` does (quirks included); :func:`ground_truth_to_coco` and
@@ -34,6 +38,7 @@ from course.cocoeval.json_io import (
     load_results,
     predictions_to_coco,
 )
+from course.cocoeval.keypoints import COCO_KEYPOINT_SIGMAS, Keypoints
 from course.cocoeval.polygons import polygons_to_counts
 from course.cocoeval.rle import (
     RLEMasks,
@@ -44,7 +49,9 @@ from course.cocoeval.rle import (
 )
 
 __all__ = [
+    "COCO_KEYPOINT_SIGMAS",
     "CocoGroundTruth",
+    "Keypoints",
     "Progress",
     "RLEMasks",
     "counts_to_string",

@@ -406,7 +406,8 @@ def one_prediction(**changes):
     ([one_image(boxes=np.array([[0, 0, 8, 8], [4, 4, 1, 1]]))], [], {"iou_type": "bbox"},
      r"x2 >= x1"),
     ([one_image(image_id="a")], [], {}, r"\['image_id'\] must be an int"),
-    ([one_image()], [], {"iou_type": "keypoints"}, "iou_type must be"),
+    ([one_image()], [], {"iou_type": "mask"}, "iou_type must be"),
+    ([one_image()], [], {"iou_type": "keypoints"}, r"ground_truth\[0\] has no 'keypoints'"),
 ])
 def test_bad_input_raises_naming_the_field(gt, preds, kwargs, message):
     for evaluate in (coco_evaluate, coco_evaluate_reference):

@@ -4,6 +4,8 @@
   sizes, the one box-IoU formula);
 - :mod:`~course.cocoeval.polygons` and :mod:`~course.cocoeval.rle`: COCO polygons and the
   run-length codec (:class:`~course.cocoeval.rle.RLEMasks`);
+- :mod:`~course.cocoeval.keypoints`: keypoints and their similarity (OKS), the overlap of
+  keypoint evaluation;
 - :mod:`~course.cocoeval.json_io`: reading and writing COCO json files;
 - :mod:`~course.cocoeval.dataset`: the validated inputs of an evaluation;
 - :mod:`~course.cocoeval.engine`: the fast COCOeval (pairs, IoUs, matching, accumulation).

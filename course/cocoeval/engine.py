@@ -7,7 +7,8 @@ compute, bit for bit, from a :class:`~course.cocoeval.dataset.Dataset`; the step
    detections by descending score within each, cut at ``max_dets[-1]``;
 2. :func:`pair_ious`: every (detection, ground truth) pair of the same image and class, and
    its IoU: boxes by :func:`course.cocoeval.common.coco_box_iou`, masks from run lengths
-   without decoding them;
+   without decoding them, keypoints by their OKS (:func:`course.cocoeval.keypoints.pair_oks`),
+   which takes IoU's place;
 3. :func:`match`: COCO's greedy matching for every area range and IoU threshold at once;
 4. :func:`accumulate`: precision at the 101 recall points and the recall reached.
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from course.cocoeval.common import coco_box_iou, ragged_arange
 from course.cocoeval.dataset import Dataset
+from course.cocoeval.keypoints import Keypoints, pair_oks
 
 if TYPE_CHECKING:  # the parameters live with the chapter's code; only their fields are read
     from course.cocoeval.result import COCOParams
@@ -41,7 +43,7 @@ def evaluate(dataset: Dataset, params: COCOParams) -> tuple[np.ndarray, np.ndarr
         a class has no objects that count.
     """
     gt, dt = pack(dataset, params)
-    pair_dt, pair_gt, pair_iou = pair_ious(gt, dt, dataset.iou_type)
+    pair_dt, pair_gt, pair_iou = pair_ious(gt, dt, dataset.iou_type, params)
     matched_gt = match(gt, dt, pair_dt, pair_gt, pair_iou, params)
     return accumulate(gt, dt, matched_gt, len(dataset.categories), params)
 
@@ -59,15 +61,18 @@ class Packed:
     cls: np.ndarray  # [N] class index
     area: np.ndarray  # [N] for the area ranges
     crowd: np.ndarray  # [N]
+    ignore: np.ndarray  # [N] COCOeval's gt['ignore']: crowd, or a person without keypoints
     score: np.ndarray  # [N]
     rank: np.ndarray  # [N] position within the group (detections)
     source: np.ndarray  # [N] index into geometry
-    geometry: Any  # (counts, offsets, heights, pixels) for segm, [N0, 4] xywh for bbox
+    geometry: Any  # (counts, offsets, heights, pixels) segm, [N0, 4] xywh bbox, Keypoints
 
 
 def _concat_geometry(parts: list[Any], iou_type: str) -> Any:
     if iou_type == "bbox":
         return np.concatenate(parts) if parts else np.zeros((0, 4))
+    if iou_type == "keypoints":
+        return Keypoints.concatenate(parts)
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
         return empty, np.zeros(1, dtype=np.int64), empty, empty
@@ -104,6 +109,7 @@ def pack(dataset: Dataset, params: COCOParams) -> tuple[Packed, Packed]:
             group=group, cls=group // max(num_images, 1),
             area=np.concatenate([o.area for o in objs] + [np.zeros(0)])[order],
             crowd=np.concatenate([o.crowd for o in objs] + [np.zeros(0, bool)])[order],
+            ignore=np.concatenate([o.ignore for o in objs] + [np.zeros(0, bool)])[order],
             score=score[order], rank=rank, source=order,
             geometry=_concat_geometry([o.geometry for o in objs], dataset.iou_type)))
     return packed[0], packed[1]
@@ -118,13 +124,17 @@ def _candidate_pairs(gt: Packed, dt: Packed) -> tuple[np.ndarray, np.ndarray]:
     return pair_dt, pair_gt
 
 
-def pair_ious(gt: Packed, dt: Packed, iou_type: str
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """IoU of every candidate pair: ``(pair_dt, pair_gt, iou)``, pairs sorted by detection."""
+def pair_ious(gt: Packed, dt: Packed, iou_type: str, params: COCOParams
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """IoU (OKS for keypoints) of every candidate pair: ``(pair_dt, pair_gt, iou)``, pairs
+    sorted by detection."""
     pair_dt, pair_gt = _candidate_pairs(gt, dt)
     d, g = dt.source[pair_dt], gt.source[pair_gt]
     if iou_type == "bbox":
         iou = coco_box_iou(dt.geometry[d], gt.geometry[g], gt.crowd[pair_gt])
+    elif iou_type == "keypoints":  # crowd regions have no rule of their own here
+        iou = pair_oks(dt.geometry.points[d], gt.geometry.points[g], gt.geometry.boxes[g],
+                       gt.area[pair_gt], params.keypoint_sigmas)
     else:
         iou = _mask_iou_pairs(dt.geometry, gt.geometry, d, g, gt.crowd[pair_gt])
     return pair_dt, pair_gt, iou
@@ -240,7 +250,7 @@ def match(gt: Packed, dt: Packed, pair_dt: np.ndarray, pair_gt: np.ndarray,
     """
     thresholds = np.minimum(np.asarray(params.iou_thresholds), 1 - 1e-10)  # as COCOeval
     num_a, num_t = len(params.area_ranges), len(thresholds)
-    ignore = np.stack([gt.crowd | _outside(gt.area, *r) for r in params.area_ranges])  # [A, G]
+    ignore = np.stack([gt.ignore | _outside(gt.area, *r) for r in params.area_ranges])  # [A, G]
     keep = pair_iou >= thresholds.min()  # pairs that can match at some threshold
     e_dt, e_gt, e_iou = pair_dt[keep], pair_gt[keep], pair_iou[keep]
     e_rank = dt.rank[e_dt]
@@ -278,7 +288,7 @@ def accumulate(gt: Packed, dt: Packed, matched: np.ndarray, num_classes: int,
     rec_thr = np.asarray(params.recall_thresholds, dtype=np.float64)
     precision = -np.ones((num_t, num_r, num_classes, num_a, num_m))
     recall = -np.ones((num_t, num_classes, num_a, num_m))
-    gt_ignore = np.stack([gt.crowd | _outside(gt.area, *r) for r in ranges])  # [A, G]
+    gt_ignore = np.stack([gt.ignore | _outside(gt.area, *r) for r in ranges])  # [A, G]
     dt_outside = np.stack([_outside(dt.area, *r) for r in ranges])  # [A, D]
     hit = matched >= 0  # [A, T, D]
     spare = np.pad(gt_ignore, ((0, 0), (0, 1)))  # one more column: there may be no object

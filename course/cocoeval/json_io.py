@@ -1,6 +1,7 @@
 """COCO json files: reading ground truth and results for evaluation, and writing both.
 
-:func:`load_ground_truth` reads a COCO instances file into the per-image dicts that
+:func:`load_ground_truth` reads a COCO instances file (or a person_keypoints file, for
+``iou_type="keypoints"``) into the per-image dicts that
 :func:`course.ap.coco_evaluate` takes; :func:`load_results` reads a results file the way
 pycocotools' ``COCO.loadRes`` does (quirks included, see there); :func:`ground_truth_to_coco`
 and :func:`predictions_to_coco` write both formats. Chapter 03 ("COCO json and RLE") writes a
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from course.cocoeval.common import Progress, check_size, no_progress, to_numpy
+from course.cocoeval.keypoints import Keypoints, keypoint_extent, keypoints_from_lists
 from course.cocoeval.rle import RLEMasks, coco_bbox_of_counts, decode_segmentations
 
 
@@ -41,7 +43,8 @@ class CocoGroundTruth:
     Attributes:
         images: one ground-truth dict per image listed in the file (in file order), with
             ``image_id``, ``labels``, ``iscrowd``, ``area`` and ``masks`` (:class:`RLEMasks`,
-            for ``iou_type="segm"``) or ``bbox`` (``[N, 4]`` COCO ``(x, y, w, h)``).
+            for ``iou_type="segm"``) or ``bbox`` (``[N, 4]`` COCO ``(x, y, w, h)``); for
+            ``iou_type="keypoints"`` also ``keypoints [N, K, 3]`` and ``num_keypoints [N]``.
         categories: category id -> name, ascending id.
         sizes: image id -> ``(height, width)``.
         zero_ids: how many annotations have the id 0, which pycocotools would count as
@@ -86,8 +89,8 @@ def _collection_paused() -> Iterator[None]:
 
 
 def _check_iou_type(iou_type: str) -> None:
-    if iou_type not in ("segm", "bbox"):
-        raise ValueError(f"iou_type must be 'segm' or 'bbox', got {iou_type!r}")
+    if iou_type not in ("segm", "bbox", "keypoints"):
+        raise ValueError(f"iou_type must be 'segm', 'bbox' or 'keypoints', got {iou_type!r}")
 
 
 def _bbox_array(boxes: list[Any], names: list[str]) -> np.ndarray:
@@ -170,7 +173,10 @@ def load_ground_truth(source: str | PathLike | dict, iou_type: str = "segm",
     as pycocotools does. As in ``COCOeval``, ``iscrowd`` (default 0) marks regions that are
     ignored (an ``ignore`` field is not used: COCOeval overwrites it with ``iscrowd``), and
     ``area`` decides the size range; where ``area`` is missing, the mask's pixel count
-    (``bbox`` area for ``iou_type="bbox"``) is used, where pycocotools would fail. Annotation
+    (``bbox`` area for ``iou_type="bbox"`` and ``"keypoints"``) is used, where pycocotools
+    would fail. For keypoints, each annotation needs ``keypoints`` (``3 * K`` numbers, the same
+    ``K`` for all) and ``bbox``; ``num_keypoints`` (where missing: the count of labelled
+    keypoints) 0 marks an object COCOeval ignores. Annotation
     ids are not used (see the module docstring on id 0), except where two annotations share
     one: pycocotools then reads the last annotation with that id in place of each of them
     (``COCO.createIndex`` keeps one per id), and so does this reader. That reading is the one
@@ -223,8 +229,7 @@ def _as_cocoeval_reads(fields: tuple[Any, ...], ann_ids: list[Any], image_ids: l
         rank = np.argsort(np.argsort(np.array(image_ids), kind="stable"), kind="stable")
         read = source[read[np.argsort(rank[fields[0][read]], kind="stable")]]
         read = read[known[read]]  # read as an annotation of a category not evaluated
-    geometry = fields[4][read] if isinstance(fields[4], np.ndarray) else \
-        [fields[4][i] for i in read]
+    geometry = [fields[4][i] for i in read] if isinstance(fields[4], list) else fields[4][read]
     return (*(f[read] for f in fields[:4]), geometry), int((~known).sum())
 
 
@@ -246,6 +251,9 @@ def _ground_truth_images(ids: list[int], sizes: dict[int, tuple[int, int]],
             lo, hi = offsets[bounds[i]], offsets[bounds[i + 1]]
             item["masks"] = RLEMasks.unchecked(*sizes[image_id], counts[lo:hi],
                                                offsets[bounds[i]:bounds[i + 1] + 1] - lo)
+        elif iou_type == "keypoints":
+            kp = geometry[idx]
+            item.update(keypoints=kp.points, bbox=kp.boxes, num_keypoints=kp.num_keypoints)
         else:
             item["bbox"] = geometry[idx]
         given = ~np.isnan(area[idx])
@@ -279,7 +287,7 @@ def _integer_ids(values: list[Any]) -> np.ndarray:
 def _annotation_fields(anns: list[dict], position: dict, iou_type: str, progress: Progress
                        ) -> tuple[Any, ...]:
     """Image position, label, crowd flag, area (NaN if absent) and geometry of each annotation."""
-    key = "segmentation" if iou_type == "segm" else "bbox"
+    key = {"segm": "segmentation", "bbox": "bbox", "keypoints": "keypoints"}[iou_type]
     items = list(progress(anns, "reading ground truth"))
     try:  # all at once; on any trouble, find and name the culprit
         image_of = np.array([position[a["image_id"]] for a in items], dtype=np.int64)
@@ -292,7 +300,28 @@ def _annotation_fields(anns: list[dict], position: dict, iou_type: str, progress
         raise
     if iou_type == "bbox":
         geometry = _bbox_array(geometry, [f"annotations[{i}]['bbox']" for i in range(len(anns))])
+    elif iou_type == "keypoints":
+        geometry = _keypoint_annotations(items, geometry)
     return image_of, labels, crowd, area, geometry
+
+
+def _keypoint_annotations(anns: list[dict], points: list[Any]) -> Keypoints:
+    """The keypoints ``[N, K, 3]``, boxes and ``num_keypoints`` of the annotations."""
+    names = [f"annotations[{i}]" for i in range(len(anns))]
+    missing = next((i for i, a in enumerate(anns) if "bbox" not in a), None)
+    if missing is not None:
+        raise ValueError(f"{names[missing]} has no 'bbox' (iou_type='keypoints' measures an "
+                         "object without labelled keypoints against its box)")
+    boxes = _bbox_array([a["bbox"] for a in anns], [f"{n}['bbox']" for n in names])
+    kp = keypoints_from_lists(points, [f"{n}['keypoints']" for n in names], None)
+    given = [a.get("num_keypoints") for a in anns]
+    bad = next((i for i, v in enumerate(given) if v is not None and
+                (isinstance(v, bool) or not isinstance(v, int | float))), None)
+    if bad is not None:
+        raise ValueError(f"{names[bad]}['num_keypoints'] must be a number, got {given[bad]!r}")
+    counts = np.array([np.nan if v is None else v for v in given], dtype=np.float64)
+    labelled = np.where(np.isnan(counts), (kp[:, :, 2] > 0).sum(axis=1), counts)
+    return Keypoints(kp, boxes, labelled)
 
 
 def _explain_bad_annotations(anns: list[Any], position: dict, key: str, iou_type: str) -> None:
@@ -327,7 +356,10 @@ def load_results(source: str | PathLike | list, ground_truth: CocoGroundTruth,
       deletes ``bbox`` from mask results for this reason); otherwise it is the mask's pixel
       count;
     - a detection without ``segmentation`` is its box, rasterised as a polygon; one without
-      ``bbox`` gets the box of its mask (``toBbox``).
+      ``bbox`` gets the box of its mask (``toBbox``);
+    - keypoint results (``iou_type="keypoints"``, ``3 * K`` numbers each, ``K`` as the ground
+      truth's) are sized as the first result says: by their ``bbox`` if it has one, else by
+      their masks if it has a ``segmentation``, else by the extent of their keypoints.
 
     Results whose ``category_id`` is not among the ground truth's categories are dropped, as
     ``COCOeval`` skips them. An empty list gives images without predictions (pycocotools'
@@ -335,7 +367,8 @@ def load_results(source: str | PathLike | list, ground_truth: CocoGroundTruth,
 
     Returns:
         ``(predictions, dropped)``: one dict per ground-truth image (``image_id``, ``labels``,
-        ``scores``, ``area``, and ``masks`` or ``bbox``), and the number of results dropped.
+        ``scores``, ``area``, and ``masks``, ``bbox`` or ``keypoints``), and the number of
+        results dropped.
     """
     _check_iou_type(iou_type)
     results = _results_list(_read(source, "results"))
@@ -344,10 +377,10 @@ def load_results(source: str | PathLike | list, ground_truth: CocoGroundTruth,
     box_areas = bool(results) and isinstance(results[0], dict) and \
         bool(results[0].get("bbox", []))
     items = list((progress or no_progress)(results, "reading results"))
+    if iou_type == "keypoints":
+        return _keypoint_results(items, ground_truth, position, box_areas)
     image_of, scores, labels, boxes, segs = _result_fields(items, position, box_areas)
-    kept = np.flatnonzero(np.isin(labels, list(ground_truth.categories)))
-    order, bounds = _by_image(image_of[kept], len(ids))
-    order = kept[order]  # the kept results, image by image
+    order, bounds = _kept_by_image(image_of, labels, ground_truth.categories, len(ids))
     hw = np.array([ground_truth.sizes[i] for i in ids], dtype=np.int64).reshape(-1, 2)
     obj_hw = hw[image_of[order]]
     counts, offsets = _result_counts(boxes, segs, order, obj_hw) \
@@ -369,7 +402,58 @@ def load_results(source: str | PathLike | list, ground_truth: CocoGroundTruth,
             item["bbox"] = xywh[lo:hi]
             item["area"] = area[lo:hi]
         out.append(item)
-    return out, int(len(results) - len(kept))
+    return out, int(len(results) - len(order))
+
+
+def _kept_by_image(image_of: np.ndarray, labels: np.ndarray, categories: dict[int, str],
+                   num_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """The results of the evaluated categories, image by image: ``(order, bounds)``."""
+    kept = np.flatnonzero(np.isin(labels, list(categories)))
+    order, bounds = _by_image(image_of[kept], num_images)
+    return kept[order], bounds
+
+
+def _keypoint_results(items: list[Any], ground_truth: CocoGroundTruth, position: dict,
+                      box_areas: bool) -> tuple[list[dict[str, Any]], int]:
+    """:func:`load_results` for keypoint results (``items``: the parsed list)."""
+    if any("keypoints" not in im for im in ground_truth.images):
+        raise ValueError("the ground truth was not read for keypoints; read it with "
+                         "load_ground_truth(..., iou_type='keypoints')")
+    ids = [img["image_id"] for img in ground_truth.images]
+    image_of, scores, labels, boxes, segs = _result_fields(items, position, box_areas,
+                                                           needs_shape=False)
+    order, bounds = _kept_by_image(image_of, labels, ground_truth.categories, len(ids))
+    k = next((im["keypoints"].shape[1] for im in ground_truth.images if len(im["keypoints"])),
+             None)
+    points = keypoints_from_lists([items[i].get("keypoints") for i in order],
+                                  [f"results[{i}]['keypoints']" for i in order], k)
+    if box_areas:  # as loadRes: the first result decides where every area comes from
+        xywh = _bbox_array([boxes[i] for i in order], [f"results[{i}]['bbox']" for i in order])
+        area = xywh[:, 2] * xywh[:, 3]
+    elif items and "segmentation" in items[0]:
+        area = _segmentation_areas(segs, order, ground_truth, image_of)
+    else:
+        area = keypoint_extent(points)[0]
+    out = [{"image_id": image_id, "labels": labels[order[lo:hi]], "scores": scores[order[lo:hi]],
+            "keypoints": points[lo:hi], "area": area[lo:hi]}
+           for image_id, lo, hi in zip(ids, bounds[:-1], bounds[1:], strict=True)]
+    return out, int(len(items) - len(order))
+
+
+def _segmentation_areas(segs: list[Any], order: np.ndarray, ground_truth: CocoGroundTruth,
+                        image_of: np.ndarray) -> np.ndarray:
+    """The pixel counts of the results' masks (``loadRes`` when results[0] has a
+    ``segmentation`` and no ``bbox``); each result needs one."""
+    missing = next((i for i in order if segs[i] is None), None)
+    if missing is not None:
+        raise ValueError(f"results[{missing}] has no 'segmentation', but results[0] has one "
+                         "(and no 'bbox'), so pycocotools would read every result's area "
+                         "from its 'segmentation'")
+    ids = [img["image_id"] for img in ground_truth.images]
+    hw = np.array([ground_truth.sizes[i] for i in ids], dtype=np.int64).reshape(-1, 2)
+    counts, offsets = decode_segmentations([segs[i] for i in order], hw[image_of[order]],
+                                           [f"results[{i}]['segmentation']" for i in order])
+    return _pixel_counts(counts, offsets)
 
 
 def _pixel_counts(counts: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -389,8 +473,10 @@ def _results_list(results: Any) -> list[Any]:
     return results
 
 
-def _result_fields(items: list[Any], position: dict, box_areas: bool) -> tuple[Any, ...]:
-    """Image position, score, category, box and segmentation of each result, checked."""
+def _result_fields(items: list[Any], position: dict, box_areas: bool,
+                   needs_shape: bool = True) -> tuple[Any, ...]:
+    """Image position, score, category, box and segmentation of each result, checked (each
+    needs one of the two when ``needs_shape``)."""
     try:  # the fields of all results at once; on any trouble, find and name the culprit
         image_of = np.array([position[r["image_id"]] for r in items], dtype=np.int64)
         scores = np.array([r["score"] for r in items], dtype=np.float64)
@@ -403,7 +489,7 @@ def _result_fields(items: list[Any], position: dict, box_areas: bool) -> tuple[A
     if np.isnan(scores).any():
         raise ValueError(f"results[{int(np.argmax(np.isnan(scores)))}]['score'] is NaN")
     for i in range(len(items)):
-        if boxes[i] is None and segs[i] is None:
+        if needs_shape and boxes[i] is None and segs[i] is None:
             raise ValueError(f"results[{i}] has neither 'segmentation' nor 'bbox'")
         if box_areas and not boxes[i]:
             raise ValueError(f"results[{i}] has no 'bbox', but results[0] has one, so "
@@ -546,7 +632,8 @@ def predictions_to_coco(predictions: Sequence[dict[str, Any]], iou_type: str = "
     """A COCO results list from per-image prediction dicts (``json.dump`` it).
 
     For ``"segm"`` only ``segmentation`` is written (no ``bbox``, so that pycocotools sizes
-    detections by their masks); for ``"bbox"`` only ``bbox``.
+    detections by their masks); for ``"bbox"`` only ``bbox``; for ``"keypoints"`` only
+    ``keypoints`` (``3 * K`` numbers), which pycocotools sizes by their extent.
     """
     _check_iou_type(iou_type)
     out = []
@@ -557,6 +644,10 @@ def predictions_to_coco(predictions: Sequence[dict[str, Any]], iou_type: str = "
         if iou_type == "segm":
             shapes = _as_rle(item["masks"]).to_coco()
             key = "segmentation"
+        elif iou_type == "keypoints":
+            points = np.asarray(to_numpy(item["keypoints"]), dtype=np.float64)
+            shapes = points.reshape(len(labels), -1).tolist()
+            key = "keypoints"
         else:
             shapes = [[float(v) for v in row] for row in _xywh(item)]
             key = "bbox"
