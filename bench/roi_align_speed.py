@@ -1,4 +1,4 @@
-"""ROIAlign forward and forward+backward: ours against torchvision's kernel, in one run.
+"""ROIAlign and RoIPool forward and forward+backward: ours against torchvision's kernels.
 
     .venv/bin/python bench/roi_align_speed.py            # CPU (and CUDA too, if present)
 
@@ -10,6 +10,13 @@ products, which use every thread PyTorch is allowed, so on the CPU ours is timed
 the default number of threads and with one. ``ours/tv`` is the time ratio; below 1 ours is
 faster. Targets (forward+backward, what training pays): at most 0.5 on the compact model's
 sizes, at most 1 on the large case.
+
+Then RoIPool (``roi_pool`` against ``torchvision.ops.roi_pool``, outputs and gradients
+checked equal to the bit first on the CPU): on the model's P2 map (8 x 64 x 32 x 32, stride 4,
+boxes of 8-96 pixels) with 512 and 1024 boxes, 7x7 and 14x14; the model's call,
+``multiscale_roi_align(..., pool="pool")`` over P2-P5 against torchvision's ``roi_pool``
+level by level with the same routing; and a large case, 2 x 256 x 50 x 68 (stride 16 of
+800 x 1088 images) with 1000 boxes of 16-600 pixels. Target: at most 1 forward+backward.
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ from collections.abc import Callable
 
 import torch
 from torchvision.ops import roi_align as tv_roi_align
+from torchvision.ops import roi_pool as tv_roi_pool
 
-from course.roi_align import roi_align
+from course.boxes import fpn_level
+from course.roi_align import multiscale_roi_align, roi_align, roi_pool
 
 LARGE = dict(images=8, channels=256, size=64, image=256, sides=(16, 160))
 COMPACT = dict(images=8, channels=64, size=32, image=128, sides=(8, 96))
@@ -94,6 +103,93 @@ def check_equal(x: torch.Tensor, rois: torch.Tensor, output: int, ratio: int) ->
     assert (ours - theirs).abs().max().item() <= 1e-5, "outputs differ"
 
 
+POOL_MODEL = dict(images=8, channels=64, height=32, width=32, stride=4, sides=(8, 96))
+POOL_LARGE = dict(images=2, channels=256, height=50, width=68, stride=16, sides=(16, 600))
+POOL_CASES = [("8x64x32^2 P2 (model)", POOL_MODEL, 512, 7),
+              ("8x64x32^2 P2 (model)", POOL_MODEL, 1024, 7),
+              ("8x64x32^2 P2 (model)", POOL_MODEL, 512, 14),
+              ("8x64 P2-P5 (model call)", POOL_MODEL, 512, 7),
+              ("8x64 P2-P5 (model call)", POOL_MODEL, 128, 14),
+              ("2x256x50x68", POOL_LARGE, 1000, 7)]
+
+
+def make_pool_inputs(spec: dict, count: int, generator: torch.Generator, pyramid: bool,
+                     device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The maps (one, or P2-P5 of the same image size) and ``[K, 5]`` boxes inside the image."""
+    stride, image_h, image_w = spec["stride"], spec["height"], spec["width"]
+    image = torch.tensor([image_w, image_h], dtype=torch.float32) * stride
+    maps = [torch.randn(spec["images"], spec["channels"], image_h >> k, image_w >> k,
+                        generator=generator).to(device) for k in range(4 if pyramid else 1)]
+    low, high = spec["sides"]
+    side = torch.minimum(low + (high - low) * torch.rand(count, 2, generator=generator), image)
+    corner = torch.rand(count, 2, generator=generator) * (image - side)
+    index = torch.randint(0, spec["images"], (count, 1), generator=generator).float()
+    return maps, torch.cat([index, corner, corner + side], dim=1).to(device)
+
+
+def tv_multiscale_pool(maps: list[torch.Tensor], rois: torch.Tensor, output: int,
+                       stride: int) -> torch.Tensor:
+    """torchvision's roi_pool on each level of the pyramid, boxes routed as ours are."""
+    first = stride.bit_length() - 1
+    level = fpn_level(rois[:, 1:], first, first + len(maps) - 1)
+    out = maps[0].new_zeros(len(rois), maps[0].shape[1], output, output)
+    for k, feature in enumerate(maps, start=first):
+        index = (level == k).nonzero().squeeze(1)
+        out = out.index_put((index,), tv_roi_pool(feature, rois[index], output, 1.0 / 2**k))
+    return out
+
+
+def pool_functions(maps: list[torch.Tensor], rois: torch.Tensor, output: int, stride: int,
+                   backward: bool) -> list[Callable[[], torch.Tensor]]:
+    """torchvision's and our pooling of ``rois``, returning the output or the gradient."""
+    leaves = [m.clone().requires_grad_(backward) for m in maps]
+    if len(maps) > 1:
+        ops = [lambda: tv_multiscale_pool(leaves, rois, output, stride),
+               lambda: multiscale_roi_align(leaves, rois, output, strides=[
+                   stride << k for k in range(len(maps))], pool="pool")]
+    else:
+        ops = [lambda: tv_roi_pool(leaves[0], rois, output, 1.0 / stride),
+               lambda: roi_pool(leaves[0], rois, output, 1.0 / stride)]
+    weights = torch.randn(len(rois), maps[0].shape[1], output, output,
+                          generator=torch.Generator().manual_seed(0)).to(maps[0].device)
+
+    def run(op: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+        def go() -> torch.Tensor:
+            if not backward:
+                with torch.no_grad():
+                    return op()
+            for leaf in leaves:
+                leaf.grad = None
+            (op() * weights).sum().backward()
+            return torch.cat([leaf.grad.flatten() for leaf in leaves])
+        return go
+    return [run(op) for op in ops]
+
+
+def run_pool(device: torch.device) -> None:
+    threads = torch.get_num_threads()
+    one = "" if device.type == "cuda" else f" {'1 thr':>7} {'ours/tv':>7}"
+    print(f"RoIPool, float32; times in ms\n{'case':<40} {'pass':<8} {'tv':>8} {'ours':>8} "
+          f"{'ours/tv':>7}{one}")
+    for case, spec, count, output in POOL_CASES:
+        generator = torch.Generator().manual_seed(count + output)
+        maps, rois = make_pool_inputs(spec, count, generator, "P2-P5" in case, device)
+        for kind, backward in (("fwd", False), ("fwd+bwd", True)):
+            fns = pool_functions(maps, rois, output, spec["stride"], backward)
+            theirs, ours = (fn() for fn in fns)
+            same = torch.equal(ours, theirs) if device.type == "cpu" else torch.allclose(
+                ours, theirs, rtol=1e-5, atol=1e-5)  # CUDA's backward adds atomically
+            assert same, f"{case}: {kind} differs from torchvision's"
+            counts = [threads, threads] + ([1] if device.type == "cpu" else [])
+            t_tv, t_ours, *t_one = median_times(fns + [fns[1]] * (len(counts) - 2), device,
+                                                counts)
+            line = (f"{f'{case} {count} RoIs {output}x{output}':<40} {kind:<8} "
+                    f"{1e3 * t_tv:8.1f} {1e3 * t_ours:8.1f} {t_ours / t_tv:7.2f}")
+            if t_one:
+                line += f" {1e3 * t_one[0]:7.1f} {t_one[0] / t_tv:7.2f}"
+            print(line, flush=True)
+
+
 def run(device: torch.device) -> None:
     threads = torch.get_num_threads()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
@@ -123,9 +219,13 @@ def run(device: torch.device) -> None:
 
 def main() -> None:
     run(torch.device("cpu"))
+    print()
+    run_pool(torch.device("cpu"))
     if torch.cuda.is_available():
         print()
         run(torch.device("cuda"))
+        print()
+        run_pool(torch.device("cuda"))
 
 
 if __name__ == "__main__":

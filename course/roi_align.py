@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -944,69 +944,230 @@ def roi_pool_reference(input: Tensor, boxes: BoxesLike, output_size: int | Seque
     return torch.stack(rows)  # [K, C, PH, PW]
 
 
-def _pool_argmax(input: Tensor, rois: Tensor, bins: tuple[Tensor, Tensor, Tensor, Tensor],
-                 budget: int = 2**24) -> Tensor:
-    """Flat index into ``input`` of each bin's maximum (the first in row-major order), or -1.
+_LOWEST = -3.4028234663852886e38  # -FLT_MAX, where torchvision's search for a maximum starts
+_LOW = 2**32  # a key is (minus the value's order) * 2**32 + an index (see _pool_keys)
+_INDEX32 = 2**31  # indices into maps smaller than this are kept in int32
 
-    Vectorised over RoIs: each RoI's region is cut out (padded to the largest in its group),
-    the maximum is taken over each bin's columns, then over each bin's rows.
+
+def _value_order(v: Tensor) -> tuple[Tensor, int]:
+    """Integers in the order of the values of ``v`` (a copy, which this changes), and
+    the number of ``-FLT_MAX``.
+
+    Equal values get equal numbers (``-0.0`` and ``0.0`` too) and NaN counts as ``-inf``.
+    Float32 (and narrower) values are numbered by their bits, whose sign and magnitude compare
+    like the numbers; float64 values, which leave no room in 64 bits for the pixel, by their
+    rank among the distinct values (a sort).
     """
-    channels = input.shape[1]
+    v = v.nan_to_num_(-math.inf, math.inf, -math.inf)
+    if v.dtype == torch.float64:
+        lowest = v.new_full((1,), _LOWEST)
+        ranks = torch.unique(torch.cat([lowest, v.flatten().clamp(min=_LOWEST)]),
+                             return_inverse=True)[1]
+        return ranks[1:].view(v.shape), 0
+    bits = v.float().view(torch.int32)
+    sign = bits >> 31  # -1 for a negative number, else 0
+    order = bits.bitwise_and_(0x7FFFFFFF).bitwise_xor_(sign).sub_(sign)  # -magnitude if < 0
+    return order, -0x7F7FFFFF  # 0x7F7FFFFF: the bits of FLT_MAX
+
+
+def _pool_keys(input: Tensor) -> Tensor:
+    """One int64 key per map entry, ``Tensor[N, H, W, C]``, whose minimum over a window is
+    RoIPool's choice there: the largest value, the first in row-major order among equals.
+
+    ``key = -order(value) * 2**32 + 1 + i``, where ``i`` is the entry's index in
+    ``input.flatten()`` (so the map must hold fewer than ``2**32 - 2`` numbers). Every value
+    at or below ``-FLT_MAX`` (and NaN) gets one key, ending in 0: torchvision's search starts
+    at ``-FLT_MAX`` and takes only larger values.
+    """
+    n_img, channels, height, width = input.shape
+    if input.numel() + 2 > _LOW:
+        raise ValueError(f"roi_pool takes maps of fewer than 2**32 - 2 numbers, got "
+                         f"{list(input.shape)}")
+    v = input.new_empty(n_img, height * width, channels)
+    for image, plane in zip(v, input.flatten(2), strict=True):  # 2-D transposes are fast
+        image.copy_(plane.T)
+    order, lowest = _value_order(v.view(n_img, height, width, channels))  # [N, H, W, C]
+    pixel = torch.arange(1, height * width + 1, device=input.device).view(1, height, width, 1)
+    plane = torch.arange(n_img * channels, device=input.device) * (height * width)
+    keys = torch.add(pixel, order, alpha=-_LOW).add_(plane.view(n_img, 1, 1, channels))
+    return keys.clamp_(max=-lowest * _LOW)  # [N, H, W, C]
+
+
+class _WindowMinima:
+    """Sparse tables of a map of keys ``[N, H, W, C]``: for ``a, b`` powers of two, the
+    minimum of every ``a x b`` window, at the window's top-left pixel of a table the size of
+    the map (where no window fits, the table is not set). A window of ``h x w`` pixels is
+    covered by (at most) four of ``a x b``, with ``a, b`` the powers of two at most ``h, w``.
+
+    Each table is one pass over the map from another, halved along one side, and is kept.
+    """
+
+    def __init__(self, keys: Tensor) -> None:
+        self.tables = {(1, 1): keys}
+
+    def passes(self, a: int, b: int) -> int:
+        """How many passes over the map :meth:`get` would make."""
+        count = 0
+        while (a, b) not in self.tables:
+            a, b, count = (a, b // 2, count + 1) if b > 1 else (a // 2, b, count + 1)
+        return count
+
+    def get(self, a: int, b: int) -> Tensor:
+        """``Tensor[N, H, W, C]``: the minima over windows of ``a x b`` pixels."""
+        if (a, b) not in self.tables:
+            dim, step = (2, b // 2) if b > 1 else (1, a // 2)  # columns first
+            half = self.get(a, b // 2) if b > 1 else self.get(a // 2, b)
+            size = half.shape[dim] - (a if dim == 1 else b) + 1  # the windows that fit
+            out = torch.empty_like(half)
+            torch.minimum(half.narrow(dim, 0, size), half.narrow(dim, step, size),
+                          out=out.narrow(dim, 0, size))
+            self.tables[(a, b)] = out
+        return self.tables[(a, b)]
+
+
+_SMALL = 4  # bins of up to 4 x 4 pixels are grouped by size, larger ones by powers of two
+
+
+def _bins_by_size(bins: tuple[Tensor, Tensor, Tensor, Tensor]) -> tuple[Tensor, list[tuple[
+        int, int, int, bool]], Tensor, Tensor]:
+    """The bins (``k PH PW + i PW + j``) sorted into groups, and the groups as runs
+    ``(h, w, count, exact)`` in that order (read on the host): bins of exactly ``h x w``
+    pixels when both sides are at most ``_SMALL``, otherwise bins whose sides have the largest
+    powers of two ``h, w`` below them. Also each sorted bin's height and width."""
     r0, r1, c0, c1 = bins
-    k, bins_h, bins_w = len(rois), r0.shape[1], c0.shape[1]
-    result = torch.full((k, channels, bins_h, bins_w), -1, dtype=torch.int64,
-                        device=input.device)
-    tall, wide = (r1.amax(1) - r0[:, 0]).clamp(min=0), (c1.amax(1) - c0[:, 0]).clamp(min=0)
-    for group, h, w in _pool_groups(tall.tolist(), wide.tolist(), channels * bins_w, budget):
-        idx = torch.tensor(group, device=input.device)  # [n]
-        group_bins = (r0[idx], r1[idx], c0[idx], c1[idx])
-        result[idx] = _group_argmax(input, rois[idx], group_bins, (tall[idx], wide[idx]), h, w)
-    return result
+    tall, wide = (r1 - r0).clamp(min=0), (c1 - c0).clamp(min=0)  # [K, PH], [K, PW]
+    tall, wide = (t.flatten() for t in torch.broadcast_tensors(tall[:, :, None],
+                                                               wide[:, None, :]))  # [K PH PW]
+    exact = (tall <= _SMALL) & (wide <= _SMALL)
+    log_h, log_w = (torch.frexp(t.clamp(min=1).float())[1] - 1 for t in (tall, wide))
+    code = torch.where(exact, tall * 16 + wide, 128 + log_h * 64 + log_w)
+    code = torch.where((tall == 0) | (wide == 0), 0, code)  # empty: one group of 0 x 0
+    order = code.argsort()
+    codes, counts = torch.stack(code[order].unique_consecutive(return_counts=True)).tolist()
+    runs = [(c // 16, c % 16, n, True) if c < 128 else
+            (1 << (c - 128) // 64, 1 << (c - 128) % 64, n, False)
+            for c, n in zip(codes, counts, strict=True)]
+    return order, runs, tall[order], wide[order]
 
 
-def _pool_groups(tall: list[int], wide: list[int], per_pixel: int,
-                 budget: int) -> Iterator[tuple[list[int], int, int]]:
-    """RoIs of similar region size in groups ``(indices, h, w)`` whose padded ``h x w``
-    regions hold about ``budget`` numbers (``per_pixel`` each); a group has at least one."""
-    order = sorted(range(len(tall)), key=lambda r: tall[r] * wide[r])
+def _minima_at(table: Tensor, pixel: Tensor, offsets: list[int | Tensor], out: Tensor,
+               spare: Tensor) -> Tensor:
+    """``min_o table[pixel + o]`` over ``offsets`` (``table [N H W, C]``, ``pixel [B]``,
+    an offset a number or one per pixel), into ``out [B, C]`` (``spare``: the same shape,
+    for one offset's rows)."""
+    torch.index_select(table, 0, pixel + offsets[0], out=out)
+    for offset in offsets[1:]:
+        torch.index_select(table, 0, pixel + offset, out=spare)
+        torch.minimum(out, spare, out=out)
+    return out
+
+
+_TABLE_COST = 1.0  # a pass over the map, per pixel, against a pixel read for one bin
+_CHUNK = 2**18  # keys read at a time (2 MB), in two buffers reused by every chunk of bins
+
+
+def _bin_indices(input: Tensor, pixel: Tensor, runs: list[tuple[int, int, int, bool]],
+                 sides: tuple[Tensor, Tensor]) -> Tensor:
+    """Where the maximum of each bin is, per channel, ``Tensor[B, C]``, for bins sorted in
+    ``runs`` (:func:`_bins_by_size`) with top-left ``pixel [B]`` in ``[N H W]`` and ``sides``
+    (heights and widths): the last 32 bits of the minimum :func:`_pool_keys` of the bin, an
+    index into ``input`` framed as in :func:`_pool_argmax`.
+
+    Chunks of bins reuse two buffers: fresh memory is slow to touch (the system maps it in
+    page by page).
+    """
+    channels, width = input.shape[1], input.shape[3]
+    keys = _pool_keys(input)  # [N, H, W, C]
+    tables = _WindowMinima(keys)
+    small = torch.int32 if input.numel() + 2 < _INDEX32 else torch.int64  # halves the work
+    found = torch.empty(len(pixel), channels, dtype=small, device=input.device)  # [B, C]
+    rows = min(max(_CHUNK // max(channels, 1), 1), len(pixel))
+    out, spare = keys.new_empty(2, rows, channels)
     start = 0
-    while start < len(order):
-        stop, h, w = start, 0, 0
-        while stop < len(order):
-            r = order[stop]
-            h2, w2 = max(h, tall[r], 1), max(w, wide[r], 1)
-            if stop > start and (stop + 1 - start) * per_pixel * h2 * w2 > budget:
-                break
-            h, w, stop = h2, w2, stop + 1
-        yield order[start:stop], h, w
-        start = stop
+    for h, w, count, exact in runs:
+        if exact:
+            table, offsets = _window_reads(tables, h, w, count)
+        else:  # the four corners of a table of h x w windows
+            dy, dx = (sides[0] - h) * width, sides[1] - w
+            table, offsets = tables.get(h, w), [0, dy, dx, dy + dx]
+        for at in range(start, start + count, rows):
+            n = min(rows, start + count - at)
+            if not (h and w):
+                out[:n] = input.numel() + 1  # the last entry
+            else:
+                chunk = [o if isinstance(o, int) else o[at:at + n] for o in offsets]
+                _minima_at(table.flatten(0, 2), pixel[at:at + n], chunk, out[:n], spare[:n])
+            found[at:at + n] = out[:n].bitwise_and_(_LOW - 1)  # the index: the last 32 bits
+        start += count
+    return found
 
 
-def _group_argmax(input: Tensor, rois: Tensor, bins: tuple[Tensor, Tensor, Tensor, Tensor],
-                  extent: tuple[Tensor, Tensor], h: int, w: int) -> Tensor:
-    """:func:`_pool_argmax` for one group of ``n`` RoIs, regions padded to ``h x w``."""
+def _window_reads(tables: _WindowMinima, h: int, w: int,
+                  count: int) -> tuple[Tensor, list[int]]:
+    """How ``count`` windows of ``h x w`` pixels read their minimum: a table and the offsets
+    (in pixels of ``[N H W]``) from each window's top-left pixel; every pixel of the keys,
+    or the (at most) four corners of the sparse table that covers them, whichever is cheaper.
+    """
+    keys = tables.tables[(1, 1)]
+    n_img, height, width, _ = keys.shape
+    pixels = [y * width + x for y in range(h) for x in range(w)]
+    if not (h and w):
+        return keys, pixels
+    a, b = 1 << (h.bit_length() - 1), 1 << (w.bit_length() - 1)
+    corners = sorted({y * width + x for y in (0, h - a) for x in (0, w - b)})
+    table_cost = _TABLE_COST * tables.passes(a, b) * n_img * height * width
+    if count * len(pixels) <= table_cost + count * len(corners):
+        return keys, pixels
+    return tables.get(a, b), corners
+
+
+def _pool_argmax(input: Tensor, rois: Tensor,
+                 bins: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
+    """Where each bin's maximum is, per channel: ``Tensor[K, C, PH, PW]`` of indices into
+    ``input.flatten()`` framed by two entries, ``-FLT_MAX`` first (for "nothing above
+    ``-FLT_MAX``") and 0 last (for an empty bin).
+
+    The bins are taken in groups of one size (:func:`_bin_indices`), then put back in order.
+    """
     _, channels, height, width = input.shape
-    (r0, r1, c0, c1), (tall, wide), dev = bins, extent, input.device
-    rows = (r0[:, :1] + torch.arange(h, device=dev)).clamp(max=height - 1)  # [n, h]
-    cols = (c0[:, :1] + torch.arange(w, device=dev)).clamp(max=width - 1)  # [n, w]
-    image = rois[:, 0].to(torch.int64)
-    region = input[image[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # [n,h,w,C]
-    region = region.permute(0, 3, 1, 2)  # [n, C, h, w]
-    col_in = (cols[:, None, :] >= c0[:, :, None]) & (cols[:, None, :] < c1[:, :, None])
-    col_in &= torch.arange(w, device=dev) < wide[:, None, None]  # [n, PW, w], no padding
-    masked = torch.where(col_in[:, None, None], region[:, :, :, None, :], -torch.inf)
-    best_col, arg_col = masked.max(dim=-1)  # [n, C, h, PW]
-    row_in = (rows[:, None, :] >= r0[:, :, None]) & (rows[:, None, :] < r1[:, :, None])
-    row_in &= torch.arange(h, device=dev) < tall[:, None, None]  # [n, PH, h]
-    masked = torch.where(row_in[:, None, :, :, None], best_col[:, :, None], -torch.inf)
-    _, arg_row = masked.max(dim=3)  # [n, C, PH, PW]
-    col = arg_col.gather(2, arg_row)  # [n, C, PH, PW]: the column of the chosen row
-    y = rows.gather(1, arg_row.flatten(1)).view_as(arg_row)  # map row
-    x = cols.gather(1, col.flatten(1)).view_as(col)  # map column
-    c = torch.arange(channels, device=dev)[None, :, None, None]
-    flat = ((image[:, None, None, None] * channels + c) * height + y) * width + x
-    empty = (r1 <= r0)[:, None, :, None] | (c1 <= c0)[:, None, None, :]
-    return torch.where(empty, -1, flat)
+    r0, _, c0, _ = bins
+    k, bins_h, bins_w = len(rois), r0.shape[1], c0.shape[1]
+    image = rois[:, 0, None, None].to(torch.int64)  # [K, 1, 1]
+    pixel = ((image * height + r0[:, :, None]) * width + c0[:, None, :]).flatten()  # [K PH PW]
+    if not len(pixel):
+        return pixel.new_zeros(k, channels, bins_h, bins_w)
+    order, runs, *sides = _bins_by_size(bins)  # [B]
+    found = _bin_indices(input, pixel[order], runs, sides)  # [B, C] in the order of `order`
+    inverse = torch.empty_like(order).scatter_(0, order, torch.arange(len(order),
+                                                                      device=order.device))
+    cells = found.index_select(0, inverse).view(k, bins_h * bins_w, channels)  # by bin again
+    index = found.view(k, channels, bins_h, bins_w)  # reused
+    index.flatten(2).copy_(cells.transpose(1, 2))
+    return index
+
+
+class _Pick(torch.autograd.Function):
+    """``framed[index]``, where ``framed`` is ``input.flatten()`` between ``-FLT_MAX`` and 0;
+    the backward adds the gradients in the order of ``index`` (as torchvision's kernel does,
+    so that sums round the same way)."""
+
+    @staticmethod
+    def forward(ctx, input: Tensor, index: Tensor) -> Tensor:
+        ctx.save_for_backward(index)
+        ctx.shape = input.shape
+        if not index.numel():
+            return input.new_zeros(index.shape)
+        lowest, zero = input.new_full((1,), _LOWEST), input.new_zeros(1)
+        framed = torch.cat([lowest, input.flatten(), zero])  # [1 + N C H W + 1]
+        return framed.index_select(0, index.flatten()).view(index.shape)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (index,) = ctx.saved_tensors
+        framed = grad.new_zeros(math.prod(ctx.shape) + 2)
+        framed.index_add_(0, index.flatten(), grad.reshape(-1))
+        return framed[1:-1].view(ctx.shape), None
 
 
 def roi_pool(input: Tensor, boxes: BoxesLike, output_size: int | Sequence[int],
@@ -1016,7 +1177,13 @@ def roi_pool(input: Tensor, boxes: BoxesLike, output_size: int | Sequence[int],
     The same signature and results as ``torchvision.ops.roi_pool``: the box is rounded to the
     map grid, the bins' edges are rounded again (see :func:`roi_pool_bins`), an empty bin gives
     0. The gradient of each output goes to the position of its maximum (the first one in
-    row-major order when there are ties).
+    row-major order when there are ties). As in torchvision's kernel, NaN is never the maximum
+    and a bin with nothing above ``-FLT_MAX`` gives ``-FLT_MAX`` and passes no gradient.
+
+    Vectorised (:func:`_pool_argmax`): each map entry gets an integer key that orders it as
+    torchvision's search does, the bins are grouped by size, and each group reads the minimum
+    key of its bins, either pixel by pixel or from a table of window minima. The groups are
+    read on the host, once per call.
 
     Args:
         input (Tensor[N, C, H, W]): feature maps.
@@ -1030,9 +1197,9 @@ def roi_pool(input: Tensor, boxes: BoxesLike, output_size: int | Sequence[int],
     _check_input(input)
     _check_scale(spatial_scale)
     bins_h, bins_w = _pair(output_size)
-    rois = as_rois(boxes, input.shape[0], input.dtype, input.device)
+    n_img, _, height, width = input.shape
+    rois = as_rois(boxes, n_img, input.dtype, input.device)
     with torch.no_grad():
-        bins = roi_pool_bins(rois, (bins_h, bins_w), spatial_scale, *input.shape[2:])
+        bins = roi_pool_bins(rois, (bins_h, bins_w), spatial_scale, height, width)
         where = _pool_argmax(input, rois, bins)  # [K, C, PH, PW]
-    picked = input.reshape(-1).gather(0, where.clamp(min=0).reshape(-1)).view_as(where)
-    return torch.where(where >= 0, picked, 0.0)
+    return _Pick.apply(input, where)

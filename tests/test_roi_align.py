@@ -5,6 +5,7 @@ pooler against torchvision's MultiScaleRoIAlign, and bad input."""
 import ast
 import functools
 import itertools
+import math
 from collections import OrderedDict
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import torchvision
 from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.ops import MultiScaleRoIAlign
 
+import course.roi_align
+from course.boxes import fpn_level
 from course.roi_align import (
     RoIAlign,
     _roi_align_dense,
@@ -444,6 +447,100 @@ def test_roi_pool_of_no_boxes_is_empty():
     assert roi_pool(torch.randn(1, 2, 4, 4), torch.zeros(0, 5), 3).shape == (0, 2, 3, 3)
 
 
+FLT_MAX = 3.4028234663852886e38
+
+
+def assert_pool_equals_torchvision(x, boxes, args):
+    """Our roi_pool and torchvision's give equal outputs (to the bit, the sign of zero
+    included) and equal input gradients, on random output weights."""
+    x_ours, x_theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours = roi_pool(x_ours, boxes, *args)
+    theirs = torchvision.ops.roi_pool(x_theirs, boxes, *args)
+    assert torch.equal(ours, theirs) and torch.equal(ours.signbit(), theirs.signbit())
+    weights = torch.randn(ours.shape, generator=torch.Generator().manual_seed(2), dtype=x.dtype)
+    (ours * weights).sum().backward()
+    (theirs * weights).sum().backward()
+    assert torch.equal(x_ours.grad, x_theirs.grad)
+
+
+def boxes_of_every_size(height, width, scale, generator, count=120):
+    """The sweep, plus many boxes from 1 to 3 map sides (so that many bins share a size,
+    and bins are larger than 4 x 4 pixels), part of them across the map's edges."""
+    def rand(*shape):
+        return torch.rand(*shape, generator=generator, dtype=torch.float64)
+
+    size = torch.tensor([width, height], dtype=torch.float64) / scale  # the image
+    side = size * 3 ** rand(count, 1) * rand(count, 2)
+    corner = (rand(count, 2) * 1.4 - 0.2) * size - side / 2
+    image = torch.randint(0, 3, (count, 1), generator=generator).to(torch.float64)
+    return torch.cat([sweep_boxes(height, width, scale, generator),
+                      torch.cat([image, corner, corner + side], dim=1)])
+
+
+# the fast path's choices: reading every pixel or tables, small chunks of bins, int64 indices
+POOL_MODES = {"default": {}, "pixels": {"_TABLE_COST": 1e9}, "tables": {"_TABLE_COST": 0.0},
+              "chunks of 3 bins": {"_CHUNK": 7}, "int64": {"_INDEX32": 0}}
+
+
+@pytest.mark.parametrize("mode", POOL_MODES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_roi_pool_equals_torchvision_at_every_stride(dtype, mode, monkeypatch):
+    for name, value in POOL_MODES[mode].items():
+        monkeypatch.setattr(course.roi_align, name, value)
+    g = torch.Generator().manual_seed(23)
+    for stride, size in itertools.product([4, 8, 16, 32], [7, 14, (3, 5)]):
+        x = torch.randn(3, 2, 29, 37, generator=g, dtype=dtype)
+        assert_pool_equals_torchvision(x, boxes_of_every_size(29, 37, 1 / stride, g).to(dtype),
+                                       (size, 1 / stride))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+def test_roi_pool_special_values_like_torchvision(dtype):
+    """NaN is never the maximum; a bin with nothing above -FLT_MAX (-inf, NaN, -FLT_MAX, and
+    in float64 anything below it) gives -FLT_MAX and no gradient; -0.0 and 0.0 tie."""
+    g = torch.Generator().manual_seed(24)
+    x = torch.randn(2, 3, 12, 10, generator=g, dtype=dtype)
+    specials = [math.nan, math.inf, -math.inf, -FLT_MAX, FLT_MAX, -0.0, 0.0]
+    if dtype == torch.float64:
+        specials += [-1e300, -FLT_MAX * 2, 1e300]
+    pick = torch.randint(0, len(specials), x.shape, generator=g)
+    x = torch.where(torch.rand(x.shape, generator=g) < 0.5,
+                    torch.tensor(specials, dtype=dtype)[pick], x)
+    x[0, 0, :6, :5] = -math.inf
+    x[0, 1, :6, :5] = math.nan
+    x[1, 2, 6:, 5:] = -FLT_MAX
+    zeros = torch.tensor([-0.0, 0.0], dtype=dtype)
+    x[1, 0, 6:, 5:] = zeros[torch.randint(0, 2, (6, 5), generator=g)]
+    rois = boxes_of_every_size(12, 10, 0.5, g, count=40)
+    rois[:, 0] = rois[:, 0] % 2
+    for size in (1, 3, 6):
+        assert_pool_equals_torchvision(x, rois.to(dtype), (size, 0.5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_roi_pool_ties_on_constant_maps_go_to_the_first_pixel(dtype):
+    g = torch.Generator().manual_seed(25)
+    rois = boxes_of_every_size(16, 13, 0.25, g, count=60)
+    rois[:, 0] = rois[:, 0] % 2
+    for value in (2.5, 0.0, -1.0):
+        x = torch.full((2, 2, 16, 13), value, dtype=dtype)
+        for size in (2, 7):
+            assert_pool_equals_torchvision(x, rois.to(dtype), (size, 0.25))
+
+
+def test_roi_pool_leaves_its_input_alone_and_handles_one_channel():
+    g = torch.Generator().manual_seed(26)
+    x = torch.randn(2, 1, 9, 8, generator=g)  # permuted to channels-last, still contiguous
+    x[0, 0, 0, 0] = math.nan
+    before = x.clone()
+    rois = sweep_boxes(9, 8, 1.0, g).float()
+    rois[:, 0] = rois[:, 0] % 2
+    assert_pool_equals_torchvision(x, rois, (3, 1.0))
+    roi_pool(x, rois, 3)
+    assert torch.equal(x.isnan(), before.isnan())
+    assert torch.equal(x.nan_to_num(), before.nan_to_num())
+
+
 # --- Multi-level pooling against torchvision ---------------------------------------------
 
 
@@ -482,6 +579,29 @@ def test_multiscale_roi_align_equals_torchvision_pooler():
     for a, b in zip(ours_in, theirs_in):
         assert b.grad.abs().sum() > 0  # every level is used
         assert max_error(a.grad, b.grad) <= 1e-10
+
+
+def test_multiscale_roi_pool_equals_torchvision_level_by_level():
+    g = torch.Generator().manual_seed(33)
+    features = [f.float() for f in pyramid(g, size=512)]
+    boxes = [pyramid_boxes(g, 40, size=512).float(), pyramid_boxes(g, 30, size=512).float()]
+    rois = as_rois(boxes, 2, torch.float32)
+    levels = fpn_level(rois[:, 1:], 2, 5, 224.0, 4)
+    ours_in = [f.clone().requires_grad_() for f in features]
+    theirs_in = [f.clone().requires_grad_() for f in features]
+    ours = multiscale_roi_align(ours_in, boxes, 7, pool="pool")
+    theirs = torch.zeros_like(ours)
+    for k, feature in zip(range(2, 6), theirs_in):
+        index = (levels == k).nonzero().squeeze(1)
+        theirs = theirs.index_put((index,), torchvision.ops.roi_pool(feature, rois[index], 7,
+                                                                     1 / 2**k))
+    assert torch.equal(ours, theirs)
+    weights = torch.randn(ours.shape, generator=g)
+    (ours * weights).sum().backward()
+    (theirs * weights).sum().backward()
+    for a, b in zip(ours_in, theirs_in, strict=True):
+        assert b.grad.abs().sum() > 0  # every level is used
+        assert torch.equal(a.grad, b.grad)
 
 
 def test_multiscale_roi_align_keeps_the_box_order_and_routes_by_size():
