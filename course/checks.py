@@ -29,7 +29,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from course import ap, boxes, data, fpn, losses, masks, matching, pq, roi_align, switch_off
+from course import (
+    ap,
+    boxes,
+    data,
+    fpn,
+    losses,
+    masks,
+    matching,
+    pq,
+    roi_align,
+    roi_kernels,
+    switch_off,
+)
 from course.switch_off import LibraryCalled
 
 _TOL = 1e-12  # what float64 arithmetic from integer counts reaches
@@ -146,7 +158,8 @@ def _loss_functions() -> list[Callable[..., Any]]:
 def _roi_align_functions() -> list[Callable[..., Any]]:
     return [roi_align.roi_align, roi_align.roi_align_reference, roi_align.roi_align_bin,
             roi_align.multiscale_roi_align, roi_align.roi_align_matrices,
-            roi_align.interpolation_matrix]
+            roi_align.interpolation_matrix, roi_kernels.separable_roi_align,
+            roi_kernels.dense_roi_align, roi_kernels.bin_maxima]
 
 
 # The course's own versions of each exercise (and what would do most of its work).

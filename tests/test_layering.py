@@ -1,8 +1,9 @@
 """The package's imports flow one way, down the chapters (read from the source, not run).
 
 metrics (masks, boxes, matching, ap, coco, cocoeval, pq and its helpers) <- ops (losses, fpn,
-roi_align) <- model <- data / viz / checks / teaching / grading / CLI. Every import counts,
-also one inside a function; only imports under ``if TYPE_CHECKING:`` (never run) are left out.
+roi_kernels <- roi_align) <- model <- data / viz / checks / teaching / grading / CLI. An engine
+(roi_kernels) sits below the chapter module that calls it. Every import counts, also one inside
+a function; only imports under ``if TYPE_CHECKING:`` (never run) are left out.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ PACKAGE = ROOT / "course"
 
 METRICS = {"course.masks", "course.boxes", "course.matching", "course.ap", "course.coco",
            "course.pq"}
-OPS = {"course.losses", "course.fpn", "course.roi_align"}
+OPS = {"course.losses", "course.fpn", "course.roi_align", "course.roi_kernels"}
+ENGINES = {"course.roi_kernels": "course.roi_align"}  # an engine and the chapter module above it
 TOP = ("course.checks", "course.teaching", "course.grading", "course.cli")  # and below them
 
 
@@ -120,6 +122,13 @@ def test_metrics_import_no_ops_and_no_model(module):
 def test_ops_import_no_model(module):
     bad = {m for m in COURSE_IMPORTS[module] if under(m, {"course.model"})}
     assert not bad, f"{module} is an op but imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_an_engine_never_imports_the_chapter_module_that_calls_it(engine):
+    chapter = ENGINES[engine]
+    assert engine in MODULES and engine in COURSE_IMPORTS[chapter], f"{chapter} calls {engine}"
+    assert chapter not in COURSE_IMPORTS[engine], f"{engine} imports {chapter}"
 
 
 def allowed_to_import_top(module: str) -> set[str]:

@@ -16,11 +16,10 @@ import torchvision
 from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.ops import MultiScaleRoIAlign
 
-import course.roi_align
+import course.roi_kernels
 from course.boxes import fpn_level
 from course.roi_align import (
     RoIAlign,
-    _roi_align_dense,
     as_rois,
     bilinear_interpolate,
     multiscale_roi_align,
@@ -32,6 +31,7 @@ from course.roi_align import (
     roi_pool,
     roi_pool_reference,
 )
+from course.roi_kernels import dense_roi_align
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 MAPS = [(7, 9), (1, 6), (5, 1)]  # (H, W), including one row and one column
@@ -259,7 +259,9 @@ def roi_align_dense(input, boxes, output_size, spatial_scale=1.0, sampling_ratio
     arguments (the boxes' values unchecked)."""
     size = (output_size,) * 2 if isinstance(output_size, int) else tuple(output_size)
     rois = as_rois(boxes, len(input), input.dtype, input.device, check_values=False)
-    return _roi_align_dense(input, rois, size, spatial_scale, sampling_ratio, aligned, budget)
+    a_y, a_x = roi_align_matrices(rois, size, spatial_scale, sampling_ratio, aligned,
+                                  *input.shape[2:], sync_free=True)
+    return dense_roi_align(input, rois, a_y, a_x, sampling_ratio, budget)
 
 
 @pytest.mark.parametrize("aligned", [True, False])
@@ -486,7 +488,7 @@ POOL_MODES = {"default": {}, "pixels": {"_TABLE_COST": 1e9}, "tables": {"_TABLE_
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_roi_pool_equals_torchvision_at_every_stride(dtype, mode, monkeypatch):
     for name, value in POOL_MODES[mode].items():
-        monkeypatch.setattr(course.roi_align, name, value)
+        monkeypatch.setattr(course.roi_kernels, name, value)
     g = torch.Generator().manual_seed(23)
     for stride, size in itertools.product([4, 8, 16, 32], [7, 14, (3, 5)]):
         x = torch.randn(3, 2, 29, 37, generator=g, dtype=dtype)
@@ -719,8 +721,9 @@ def test_as_rois_builds_batch_indices_from_a_list():
     assert rois[:, 0].tolist() == [0, 0, 2] and rois.dtype == torch.float64
 
 
-def test_library_does_not_import_torchvision():
-    source = (Path(__file__).resolve().parent.parent / "course" / "roi_align.py").read_text()
+@pytest.mark.parametrize("module", ["roi_align.py", "roi_kernels.py"])
+def test_library_does_not_import_torchvision(module):
+    source = (Path(__file__).resolve().parent.parent / "course" / module).read_text()
     imported = [alias.name if isinstance(node, ast.Import) else node.module
                 for node in ast.walk(ast.parse(source))
                 if isinstance(node, ast.Import | ast.ImportFrom) for alias in node.names]
