@@ -125,6 +125,7 @@ _SLIDING_WINDOWS = {  # each one's output size is conv_output_size's answer
                             "max_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices",
                             "max_pool3d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d",
                             "lp_pool1d", "lp_pool2d", "unfold"),
+    "numpy.lib.stride_tricks": ("sliding_window_view",),
 }
 
 # Other libraries' versions of one exercise, fine elsewhere (chapter 02's Hungarian matching

@@ -1209,6 +1209,12 @@ def out_size_via_torch_conv2d(size, kernel, stride, padding, dilation):
                         dilation).shape[-1]
 
 
+def out_size_via_sliding_windows(size, kernel, stride, padding, dilation):
+    reach = dilation * (kernel - 1) + 1
+    windows = np.lib.stride_tricks.sliding_window_view(np.zeros(size + 2 * padding), reach)
+    return len(windows[::stride])
+
+
 def bilinear_via_compiled_kernel(feature, y, x):
     f = feature.reshape(-1, *feature.shape[-2:])[None]  # [1, C, H, W]
     box = torch.tensor([[0, x + 0.5, y + 0.5, x + 0.5, y + 0.5]], dtype=f.dtype)
@@ -1245,6 +1251,7 @@ OTHER_LIBRARIES = [
     (checks.check_conv_output_size, out_size_via_conv2d, "torch.nn.Conv2d"),
     (checks.check_conv_output_size, out_size_via_functional, "conv2d"),
     (checks.check_conv_output_size, out_size_via_torch_conv2d, "conv2d"),
+    (checks.check_conv_output_size, out_size_via_sliding_windows, "sliding_window_view"),
     (checks.check_greedy_match, greedy_via_scipy, "linear_sum_assignment"),
 ]
 
