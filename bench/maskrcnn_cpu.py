@@ -15,6 +15,8 @@ files, to show the two agree. Runs:
 - ``roipool:SEED``: the same with RoIPool instead of ROIAlign in both heads;
 - ``overlap:SEED``: ours on the occluding shapes (``overlap=True``);
 - ``torchvision:SEED``: torchvision's Mask R-CNN, tuned (``bench/baselines.py``);
+- ``torchvision-colours:SEED`` (or ``ours-colours:SEED``): the same on shapes painted in one
+  colour per class (``baselines.ClassColoured``), the cue the issue's generator had;
 - ``classical``: colour threshold and connected components, nothing learned.
 """
 
@@ -93,13 +95,17 @@ def run_one(name: str, seed: int, minutes: float, with_pycocotools: bool,
     torch.manual_seed(seed)
     model = _model(kind)
     val = ShapesDataset("val", overlap=overlap)
+    train_set = ShapesDataset("train", overlap=overlap, seed=seed)
+    if name.endswith("-colours"):  # each class in a colour of its own
+        from baselines import ClassColoured
+
+        val, train_set = ClassColoured(val), ClassColoured(train_set)
 
     def score(m) -> dict[str, float]:
         return evaluate(m, val).as_dict()
 
     config = TrainConfig(minutes=minutes, seed=seed, eval_every=minutes / 4)
-    history = train(model, ShapesDataset("train", overlap=overlap, seed=seed), config,
-                    evaluate_fn=score)
+    history = train(model, train_set, config, evaluate_fn=score)
     steps = len(history.steps)
     out = {"name": name, "seed": seed, "steps": steps,
            "seconds_per_step": history.steps[-1]["seconds"] / steps,

@@ -134,3 +134,22 @@ def test_classical_predict_is_ready_for_coco_evaluate():
     result = coco_evaluate(ds.coco_ground_truth(), [f.as_dict() for f in found],
                            categories=[1, 2, 3])
     assert result.stats[1] > 0.9
+
+
+def test_class_coloured_paints_each_object_in_its_class_colour_and_keeps_the_rest():
+    from baselines import CLASS_COLOURS, ClassColoured
+
+    base = ShapesDataset("val", length=6)
+    coloured = ClassColoured(base)
+    for i in range(len(base)):
+        (image, target), (painted, same) = base[i], coloured[i]
+        assert torch.equal(same.masks, target.masks) and torch.equal(same.labels, target.labels)
+        anywhere = target.masks.any(0)
+        assert torch.equal(painted[:, ~anywhere], image[:, ~anywhere])
+        for mask, label in zip(target.masks, target.labels.tolist()):
+            want = torch.tensor(CLASS_COLOURS[label - 1])[:, None]
+            assert torch.allclose(painted[:, mask], want.expand(3, int(mask.sum())))
+    truth, want = coloured.coco_ground_truth(), base.coco_ground_truth()
+    assert len(truth) == len(want) == len(base)
+    assert all(torch.equal(torch.as_tensor(a["masks"]), torch.as_tensor(b["masks"]))
+               for a, b in zip(truth, want))
