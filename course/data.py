@@ -31,7 +31,7 @@ from course.boxes import masks_to_boxes
 from course.coco import ground_truth_to_coco
 from course.panoptic_format import is_int
 from course.pq import panoptic_to_pairs
-from course.structures import Instances
+from course.structures import Instances, describe
 
 CLASSES = ("circle", "square", "triangle")
 """Class names; class id ``k`` (1-based, 0 is background) is ``CLASSES[k - 1]``."""
@@ -1031,11 +1031,10 @@ def _pair(item: Any, i: int) -> tuple[Tensor, Instances]:
 
 
 def _describe(value: Any) -> str:
-    if isinstance(value, Tensor):
-        return f"a Tensor of shape {list(value.shape)}"
+    """:func:`course.structures.describe` read as a noun phrase, with a sequence's length."""
     if isinstance(value, tuple | list):
         return f"a {type(value).__name__} of {len(value)}"
-    return f"a {type(value).__name__}"
+    return ("a Tensor of " if isinstance(value, Tensor) else "a ") + describe(value)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ class Instances:
     def __post_init__(self) -> None:
         if not isinstance(self.boxes, Tensor) or self.boxes.ndim != 2 or self.boxes.shape[1] != 4:
             raise ValueError(f"boxes must be a Tensor[N, 4] (x1, y1, x2, y2), got "
-                             f"{_describe(self.boxes)}")
+                             f"{describe(self.boxes)}")
         if not self.boxes.is_floating_point():
             self.boxes = self.boxes.float()  # pixel coordinates given as integers
         n = len(self.boxes)
@@ -60,12 +60,12 @@ class Instances:
             if (value is not None or name == "labels") and (not isinstance(value, Tensor)
                                                             or value.shape != (n,)):
                 raise ValueError(f"{name} must be a Tensor[{n}] (one per box), got "
-                                 f"{_describe(value)}")
+                                 f"{describe(value)}")
         self.labels = _class_ids(self.labels)
         if self.masks is not None:
             if not isinstance(self.masks, Tensor) or self.masks.ndim != 3 or len(self.masks) != n:
                 raise ValueError(f"masks must be a Tensor[{n}, H, W] (one per box), got "
-                                 f"{_describe(self.masks)}")
+                                 f"{describe(self.masks)}")
             size = tuple(self.masks.shape[1:])
             if self.image_size is not None and tuple(self.image_size) != size:
                 raise ValueError(f"image_size {tuple(self.image_size)} differs from the masks' "
@@ -79,7 +79,7 @@ class Instances:
                 not isinstance(self.semantic, Tensor) or self.semantic.ndim not in (2, 3)
                 or tuple(self.semantic.shape[-2:]) != self.image_size):
             raise ValueError(f"semantic must be a Tensor[H, W] or [C, H, W] with (H, W) = "
-                             f"{self.image_size}, got {_describe(self.semantic)}")
+                             f"{self.image_size}, got {describe(self.semantic)}")
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -146,7 +146,8 @@ def _check_binary(masks: Tensor) -> None:
                          "for probabilities)")
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
+    """What ``value`` is, for an error message: ``shape [2, 4]`` for a tensor, else its type."""
     if isinstance(value, Tensor):
         return f"shape {list(value.shape)}"
     return type(value).__name__

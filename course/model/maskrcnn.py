@@ -35,7 +35,7 @@ from course.model.postprocess import detect, paste_detections
 from course.model.rpn import RegionProposalNetwork
 from course.model.semantic_head import SemanticHead, semantic_logits, semantic_loss
 from course.roi_align import multiscale_roi_align
-from course.structures import Instances
+from course.structures import Instances, describe
 
 ImagesLike = Tensor | Sequence[Tensor]
 RANGE_SLACK = 1e-3
@@ -208,7 +208,7 @@ class MaskRCNN(nn.Module):
         """``targets[i]`` must describe image ``i`` with valid labels and boxes."""
         if not isinstance(t, Instances) or t.masks is None:
             raise ValueError(f"targets[{i}] must be an Instances with masks (boxes, labels, "
-                             f"masks [N, H, W]), got {_describe(t)}")
+                             f"masks [N, H, W]), got {describe(t)}")
         if t.image_size != size:
             raise ValueError(f"targets[{i}] is for an image of {t.image_size}, but image "
                              f"{i} is {size}")
@@ -254,7 +254,7 @@ def _image_list(images: ImagesLike) -> list[Tensor]:
     if items is None:
         if not isinstance(images, Tensor) or images.ndim != 4:
             raise ValueError(f"images must be a Tensor[B, 3, H, W] or a list of Tensor[3, "
-                             f"H, W], got {_describe(images)}")
+                             f"H, W], got {describe(images)}")
         items = list(images)
     if not items:
         raise ValueError("images is empty")
@@ -293,7 +293,7 @@ def _generators(targets: Sequence[Instances], seed: int | None) -> list[torch.Ge
 def _check_image(image: Tensor, i: int) -> None:
     if not isinstance(image, Tensor) or image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"image {i} must be a Tensor[3, H, W] (RGB, channels first), got "
-                         f"{_describe(image)}")
+                         f"{describe(image)}")
     if not image.is_floating_point():
         raise TypeError(f"image {i} is {image.dtype}; give floats in [0, 1] "
                         "(e.g. image.float() / 255)")
@@ -308,11 +308,9 @@ def _check_image(image: Tensor, i: int) -> None:
 def _check_semantic(semantic: Tensor | None, i: int, stuff_classes: int) -> None:
     if semantic is None or semantic.ndim != 2 or semantic.is_floating_point():
         raise ValueError(f"targets[{i}].semantic must be a Tensor[H, W] of class ids for the "
-                         f"semantic head, got {_describe(semantic)}")
+                         f"semantic head, got {describe(semantic)}")
     if bool(((semantic < -1) | (semantic > stuff_classes)).any()):
         raise ValueError(f"targets[{i}].semantic must hold classes 0..{stuff_classes} (or -1 "
                          f"for unlabelled), found {int(semantic.min())}..{int(semantic.max())}")
 
 
-def _describe(x: object) -> str:
-    return f"shape {list(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
