@@ -29,7 +29,6 @@ repeated ids) is reported in the result's ``notes``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from course.cocoeval.common import Progress, no_progress
+from course.cocoeval.json_io import read_json
 from course.panoptic_format import is_int, rgb_to_id
 from course.pq import PQStats, overlap_counts, panoptic_quality, pq_stats
 
@@ -111,8 +111,7 @@ def _near_miss(path: Path) -> str:
 def _read_json(path: Path, keys: Sequence[str]) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"No such file: {path}")
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+    data = read_json(path, "the json file")
     if not isinstance(data, Mapping):
         raise ValueError(f"{path} must hold a json object with {', '.join(keys)}, "
                          f"got a {type(data).__name__}")

@@ -63,11 +63,13 @@ class CocoGroundTruth:
     dropped: int = 0
 
 
-def _read(source: str | PathLike | dict | list, what: str) -> Any:
+def read_json(source: str | PathLike | dict | list, what: str) -> Any:
+    """The parsed json of the file ``source`` (a dict or list is taken as already parsed),
+    read with the cycle collector paused; invalid json is a ValueError naming ``what``."""
     if isinstance(source, dict | list):
         return source
     try:
-        with open(source) as f, _collection_paused():
+        with open(source, encoding="utf-8") as f, _collection_paused():
             return json.load(f)
     except json.JSONDecodeError as err:
         raise ValueError(f"{what} {source} is not valid json: {err}") from None
@@ -191,7 +193,7 @@ def load_ground_truth(source: str | PathLike | dict, iou_type: str = "segm",
             or box.
     """
     _check_iou_type(iou_type)
-    data = _ground_truth_dict(_read(source, "ground truth"))
+    data = _ground_truth_dict(read_json(source, "ground truth"))
     categories = _read_categories(data["categories"])
     sizes, position = _read_images(data["images"], iou_type)
     anns = data["annotations"]
@@ -371,7 +373,7 @@ def load_results(source: str | PathLike | list, ground_truth: CocoGroundTruth,
         results dropped.
     """
     _check_iou_type(iou_type)
-    results = _results_list(_read(source, "results"))
+    results = _results_list(read_json(source, "results"))
     ids = [img["image_id"] for img in ground_truth.images]
     position = {image_id: i for i, image_id in enumerate(ids)}
     box_areas = bool(results) and isinstance(results[0], dict) and \
